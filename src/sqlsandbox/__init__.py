@@ -1,0 +1,17 @@
+"""sqlsandbox: fast, isolated, parallel database tests for Python."""
+
+from __future__ import annotations
+
+from ._exceptions import ConfigError as ConfigError
+from ._exceptions import OwnershipError as OwnershipError
+from ._exceptions import ProvisioningError as ProvisioningError
+from ._exceptions import SandboxError as SandboxError
+from ._version import __version__ as __version__
+
+__all__ = [
+    "ConfigError",
+    "OwnershipError",
+    "ProvisioningError",
+    "SandboxError",
+    "__version__",
+]
