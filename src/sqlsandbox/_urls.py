@@ -49,6 +49,7 @@ class DatabaseURL:
                 "Use a number from 1 to 65535."
             ) from None
         path = parts.path
+        database: str | None
         if parts.scheme.startswith("sqlite"):
             database = unquote(path[1:]) if path.startswith("/") else unquote(path)
         else:
@@ -133,6 +134,6 @@ def mask_url(url: str | DatabaseURL) -> str:
         head, sep, rest = url.partition("://")
         if not sep or "@" not in rest:
             return url
-        creds, at, tail = rest.rpartition("@")
+        creds, _, tail = rest.rpartition("@")
         user = creds.split(":", 1)[0]
         return f"{head}://{user}:{_MASK}@{tail}" if ":" in creds else url
