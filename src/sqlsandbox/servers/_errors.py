@@ -1,0 +1,94 @@
+"""Turn driver errors into one clear sqlsandbox error that never shows a password."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from .._exceptions import ConfigError, ProvisioningError
+
+if TYPE_CHECKING:
+    from .._urls import DatabaseURL
+
+__all__ = [
+    "URL_HINT",
+    "connect_error",
+    "driver_detail",
+    "operation_error",
+    "scrub",
+    "wrong_backend",
+]
+
+URL_HINT = "--sqlsandbox-url / SQLSANDBOX_URL"
+
+_UNREACHABLE = re.compile(
+    r"refused|no such file|resolve|name or service|timeout|timed out|can't connect|"
+    r"unknown mysql server host|no route|unreachable|network|server closed",
+    re.IGNORECASE,
+)
+_CREDENTIALS = re.compile(
+    r"password|authentication|access denied|role \".*\" does not exist|not permitted to log in",
+    re.IGNORECASE,
+)
+_MISSING_DATABASE = re.compile(r"database .* does not exist|unknown database", re.IGNORECASE)
+
+
+def scrub(text: str, url: DatabaseURL) -> str:
+    """Return *text* with the URL's password (raw or quoted) replaced by ``***``."""
+    password = url.password
+    if password:
+        text = text.replace(password, "***")
+    return text
+
+
+def driver_detail(exc: BaseException, url: DatabaseURL) -> str:
+    """Return the first meaningful line of a driver error, without the password."""
+    args: tuple[object, ...] = exc.args
+    # PyMySQL errors carry (code, message); show the message.
+    if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
+        text = args[1]
+    else:
+        text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    line = lines[0] if lines else type(exc).__name__
+    line = line.removeprefix("connection failed: ").removeprefix("connection is bad: ")
+    line = re.sub(r"\bFATAL:\s+", "", line)
+    return scrub(line, url)
+
+
+def connect_error(engine: str, url: DatabaseURL, exc: BaseException) -> ProvisioningError:
+    """Build the error for a failed admin connection, with the fix that fits its cause."""
+    detail = driver_detail(exc, url)
+    if _CREDENTIALS.search(detail):
+        fix = f"Check the user name and password in {URL_HINT}."
+    elif _MISSING_DATABASE.search(detail):
+        fix = (
+            "Create that database or name an existing one in the URL path "
+            f"(for example /{'postgres' if engine == 'PostgreSQL' else 'mysql'}) "
+            f"in {URL_HINT}."
+        )
+    elif _UNREACHABLE.search(detail):
+        fix = (
+            f"Is the server running? Check the host and port, or set {URL_HINT} "
+            "(leave it unset to use the embedded PostgreSQL)."
+        )
+    else:
+        fix = f"Check the server and {URL_HINT}."
+    return ProvisioningError(f"Cannot connect to {engine} at {url.masked()}: {detail}. {fix}")
+
+
+def operation_error(
+    action: str, url: DatabaseURL, exc: BaseException, fix: str = ""
+) -> ProvisioningError:
+    """Build the error for an admin statement that failed on a reachable server."""
+    detail = driver_detail(exc, url)
+    message = f"Could not {action} on {url.masked()}: {detail}."
+    return ProvisioningError(f"{message} {fix}" if fix else message)
+
+
+def wrong_backend(cls_name: str, url: DatabaseURL, expected: str) -> ConfigError:
+    """Build the error for a URL handed to the backend class of another engine."""
+    return ConfigError(
+        f"{cls_name} cannot serve {url.masked()}: expected a {expected} URL. "
+        f"Use connect_server() to pick the backend from the scheme, or fix {URL_HINT}."
+    )
