@@ -14,12 +14,16 @@ from ._base import check_owned_name as check_owned_name
 from ._discovery import BUILTIN_BACKENDS as BUILTIN_BACKENDS
 from ._discovery import connect_server as connect_server
 from ._discovery import open_server as open_server
+from ._mariadb import MariaDBServer as MariaDBServer
 from ._postgres import PostgresServer as PostgresServer
+from ._sqlite import SQLiteServer as SQLiteServer
 
 __all__ = [
     "BUILTIN_BACKENDS",
     "DATABASE_PREFIX",
+    "MariaDBServer",
     "PostgresServer",
+    "SQLiteServer",
     "Server",
     "check_owned_name",
     "connect_server",
