@@ -1,13 +1,23 @@
-"""The sqlsandbox pytest plugin (registered through the ``pytest11`` entry point)."""
+"""The sqlsandbox pytest plugin (registered through the ``pytest11`` entry point).
+
+This module only lists the plugin's parts; each lives in a module of its own
+topic and pytest registers them through ``pytest_plugins``.
+"""
 
 from __future__ import annotations
 
-import pytest
+from ._marks import SandboxSpec as SandboxSpec
+from ._options import get_settings as get_settings
+from ._summary import RunRecorder as RunRecorder
+from ._summary import get_recorder as get_recorder
+from ._unique import Unique as Unique
 
+__all__ = ["RunRecorder", "SandboxSpec", "Unique", "get_recorder", "get_settings"]
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers",
-        "sandbox(isolation='transaction', mode='manual', template=None, seed=None): "
-        "how sqlsandbox isolates this test's database.",
-    )
+pytest_plugins = [
+    "sqlsandbox.pytest_plugin._options",
+    "sqlsandbox.pytest_plugin._xdist",
+    "sqlsandbox.pytest_plugin._marks",
+    "sqlsandbox.pytest_plugin._fixtures",
+    "sqlsandbox.pytest_plugin._summary",
+]

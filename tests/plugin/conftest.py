@@ -1,0 +1,48 @@
+"""Helpers for the plugin's end-to-end tests: a small project that pytester runs."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Callable
+
+import pytest
+
+from sqlsandbox._settings import ENV_PREFIX, KEYS
+
+_SETTING_ENVS = {key.env for key in KEYS}
+
+# The inner runs get their own ini: these keep their output free of warnings
+# that have nothing to do with sqlsandbox.
+_PYTEST_INI = """
+[tool.pytest.ini_options]
+asyncio_default_fixture_loop_scope = "function"
+"""
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the outer run's xdist identity and sqlsandbox settings out of inner runs."""
+    for name in list(os.environ):
+        if name.startswith("PYTEST_XDIST_") or (
+            name.startswith(ENV_PREFIX) and name in _SETTING_ENVS
+        ):
+            monkeypatch.delenv(name)
+
+
+MakeProject = Callable[..., None]
+
+
+@pytest.fixture
+def make_project(pytester: pytest.Pytester) -> MakeProject:
+    """Write pyproject.toml (with an optional [tool.sqlsandbox] body) and test files."""
+
+    def make(sqlsandbox: str = "", **files: str) -> None:
+        body = textwrap.dedent(_PYTEST_INI)
+        if sqlsandbox:
+            body += "\n[tool.sqlsandbox]\n" + textwrap.dedent(sqlsandbox)
+        pytester.makefile(".toml", pyproject=body)
+        for name, source in files.items():
+            pytester.makepyfile(**{name: textwrap.dedent(source)})
+
+    return make
