@@ -93,7 +93,7 @@ class _Text(_Kind):
         return text
 
     def render(self, value: Any) -> str:
-        return "(not set)" if value is None else json.dumps(value)
+        return "" if value is None else json.dumps(value)
 
 
 class _Choice(_Kind):
@@ -597,6 +597,11 @@ _BEGIN = "<!-- BEGIN GENERATED: settings reference (python -m sqlsandbox._settin
 _END = "<!-- END GENERATED -->"
 
 
+def _default(key: Key) -> str:
+    shown = key.kind.render(key.default)
+    return f"`{shown}`" if shown else "not set"
+
+
 def reference_markdown() -> str:
     """Render the reference of every key, for docs/configuration.md."""
     lines = [
@@ -609,7 +614,7 @@ def reference_markdown() -> str:
         flag = f"`{key.flag}`" + (f" / `{key.negative_flag}`" if key.negative_flag else "")
         lines.append(
             f"| [`{key.name}`](#{key.name}) | {key.kind.doc} "
-            f"| `{key.kind.render(key.default)}` | {flag} | `{key.env}` |"
+            f"| {_default(key)} | {flag} | `{key.env}` |"
         )
     for key in KEYS:
         flag_use = key.flag if key.kind.metavar is None else f"{key.flag}={key.kind.metavar}"
@@ -622,7 +627,7 @@ def reference_markdown() -> str:
             key.help,
             "",
             f"- type: {key.kind.doc}",
-            f"- default: `{key.kind.render(key.default)}`",
+            f"- default: {_default(key)}",
             f"- flag: `{flag_use}`",
             f"- env var: `{key.env}`",
             "",

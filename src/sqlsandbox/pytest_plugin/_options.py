@@ -23,7 +23,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     """Add one option per setting to the ``sqlsandbox`` group."""
     group = parser.getgroup("sqlsandbox", "sqlsandbox: isolated, parallel database tests")
     for key in KEYS:
-        where = f"env {key.env}; default {key.kind.render(key.default)}"
+        where = f"env {key.env}; default {key.kind.render(key.default) or 'not set'}"
         if key.negative_flag is not None:
             group.addoption(
                 key.flag,
