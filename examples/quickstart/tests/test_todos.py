@@ -1,0 +1,48 @@
+"""The app's own functions commit; every test still starts from an empty database."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from todo_app.models import Todo, User
+from todo_app.service import add_todo, complete, open_count, register
+
+from sqlsandbox.pytest_plugin import Unique
+
+
+def test_register_and_read_back(db_session: Session, unique: Unique) -> None:
+    email = unique.email()
+    register(db_session, email)
+    assert db_session.scalars(select(User.email)).all() == [email]
+
+
+def test_an_email_is_taken_once(db_session: Session, unique: Unique) -> None:
+    email = unique.email()
+    register(db_session, email)
+    with pytest.raises(IntegrityError):
+        register(db_session, email)
+    db_session.rollback()
+    # The app's rollback undid only its own work: the first user is still there.
+    assert db_session.scalars(select(User.email)).all() == [email]
+
+
+def test_complete_an_item(db_session: Session, unique: Unique) -> None:
+    user = register(db_session, unique.email())
+    first = add_todo(db_session, user, "write tests")
+    add_todo(db_session, user, "ship")
+    complete(db_session, first.id)
+    assert open_count(db_session) == 1
+    assert [t.title for t in user.todos if t.done] == ["write tests"]
+
+
+@pytest.mark.parametrize("items", range(1, 11))
+def test_each_test_starts_empty(db_session: Session, unique: Unique, items: int) -> None:
+    # Run in parallel, these tests would see each other's rows without isolation.
+    assert open_count(db_session) == 0
+    user = register(db_session, unique.email())
+    for n in range(items):
+        add_todo(db_session, user, f"item {n}")
+    assert open_count(db_session) == items
+    assert db_session.query(Todo).count() == items

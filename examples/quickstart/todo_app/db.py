@@ -1,0 +1,13 @@
+"""The app's engine and session factory, built at import time from DATABASE_URL."""
+
+from __future__ import annotations
+
+import os
+
+from sqlalchemy import create_engine
+from sqlalchemy.orm import sessionmaker
+
+DATABASE_URL = os.environ.get("DATABASE_URL", "sqlite:///todo.db")
+
+engine = create_engine(DATABASE_URL)
+SessionLocal = sessionmaker(engine, expire_on_commit=False)
