@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from .._exceptions import ConfigError, ProvisioningError
 
@@ -34,10 +35,15 @@ _MISSING_DATABASE = re.compile(r"database .* does not exist|unknown database", r
 
 
 def scrub(text: str, url: DatabaseURL) -> str:
-    """Return *text* with the URL's password (raw or quoted) replaced by ``***``."""
+    """Return *text* with the URL's password (raw or URL-quoted) replaced by ``***``.
+
+    Only driver text goes through here: our own text shows the masked URL, which
+    a short password would otherwise mangle.
+    """
     password = url.password
     if password:
-        text = text.replace(password, "***")
+        for form in {password, quote(password, safe="")}:
+            text = text.replace(form, "***")
     return text
 
 

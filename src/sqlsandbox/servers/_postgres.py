@@ -260,15 +260,15 @@ class PostgresServer(Server):
 
         def clone(conn: psycopg.Connection[Any]) -> None:
             for attempt in range(1, self.clone_attempts + 1):
+                # PostgreSQL waits 5 s before it refuses to copy a template that has
+                # sessions; the template is ours, so whoever sits on it goes first.
+                self._terminate(conn, template)
                 try:
                     conn.execute(statement)
                     return
                 except psycopg.errors.ObjectInUse:
-                    # "source database is being accessed by other users": the template
-                    # is ours, so whoever sits on it goes.
                     if attempt == self.clone_attempts:
                         raise
-                    self._terminate(conn, template)
 
         self._call(
             f"clone database {template!r} into {name!r}",
