@@ -20,4 +20,5 @@ pytest_plugins = [
     "sqlsandbox.pytest_plugin._marks",
     "sqlsandbox.pytest_plugin._fixtures",
     "sqlsandbox.pytest_plugin._summary",
+    "sqlsandbox.pytest_plugin._runtime",
 ]
