@@ -10,6 +10,7 @@ import glob
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -207,6 +208,23 @@ def test_killed_postmaster_is_detected_and_restarted_on_the_same_port(
     # The first lease survived the crash: two releases are needed.
     assert warm.release() is False
     assert warm.release() is True
+
+
+def test_restart_moves_to_another_port_when_the_old_one_is_taken(
+    warm: EmbeddedPostgres,
+) -> None:
+    old = warm.start()
+    old_pid = warm.status().pid
+    assert old_pid is not None and old.port is not None
+    os.kill(old_pid, signal.SIGKILL)
+    assert _embedded._wait_exit([old_pid], 30) == []
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", old.port))
+        squatter.listen()
+        new = warm.start()
+    assert new.port != old.port
+    assert _query(new, "SELECT 1") == 1
+    assert "could not bind" not in warm.log_path.read_text()
 
 
 def test_hung_postmaster_is_killed_and_replaced(warm: EmbeddedPostgres) -> None:
