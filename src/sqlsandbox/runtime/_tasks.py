@@ -15,6 +15,7 @@ import contextlib
 import linecache
 import sys
 import weakref
+from pathlib import Path
 from collections.abc import Callable, Coroutine, Iterator
 from types import FrameType
 from typing import Any
@@ -38,6 +39,9 @@ _creation_sites: weakref.WeakKeyDictionary[asyncio.Future[Any], tuple[_Frame, ..
 )
 # Internal frames that say nothing about who created a task.
 _SKIP_FILES = ("asyncio/tasks.py", "asyncio/base_events.py", "asyncio/taskgroups.py")
+_STOP_FILES = ("asyncio/events.py",)
+# sqlsandbox's own wrappers (the test runner's async wrapper among them) are noise here.
+_PACKAGE_DIR = str(Path(__file__).resolve().parent.parent).replace("\\", "/") + "/"
 
 
 def _record_site(task: asyncio.Future[Any], frame: FrameType | None) -> None:
@@ -45,7 +49,9 @@ def _record_site(task: asyncio.Future[Any], frame: FrameType | None) -> None:
     while frame is not None and len(frames) < _SITE_DEPTH:
         code = frame.f_code
         filename = code.co_filename.replace("\\", "/")
-        if not filename.endswith(_SKIP_FILES) and filename != __file__:
+        if filename.endswith(_STOP_FILES):
+            break  # below this is the event loop running callbacks: not the creator
+        if not filename.endswith(_SKIP_FILES) and not filename.startswith(_PACKAGE_DIR):
             frames.append((code.co_filename, frame.f_lineno, code.co_name))
         frame = frame.f_back
     _creation_sites[task] = tuple(frames)
