@@ -7,11 +7,15 @@ from ._exceptions import OwnershipError as OwnershipError
 from ._exceptions import ProvisioningError as ProvisioningError
 from ._exceptions import SandboxError as SandboxError
 from ._version import __version__ as __version__
+from .runtime import Probe as Probe
+from .runtime import eventually as eventually
 
 __all__ = [
     "ConfigError",
     "OwnershipError",
+    "Probe",
     "ProvisioningError",
     "SandboxError",
     "__version__",
+    "eventually",
 ]
