@@ -226,7 +226,7 @@ async def assert_restarted(
         if isinstance(task, asyncio.Task) and _task_matches(task, match) and not started.done():
             started.set_result(task)
 
-    with tracker.listening(on_new_task):
+    with tracker.listening(on_new_task, deferred=True):
         crash_task(victim, error)
         try:
             new_task = await asyncio.wait_for(asyncio.shield(started), timeout)

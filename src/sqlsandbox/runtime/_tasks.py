@@ -188,7 +188,7 @@ class TaskTracker:
         self.loop = loop
         self._previous: Any = None
         self._installed = False
-        self._listeners: list[Callable[[asyncio.Future[Any]], None]] = []
+        self._listeners: list[tuple[Callable[[asyncio.Future[Any]], None], bool]] = []
         # Tasks seen by this tracker: the candidates of a leak check.
         self.created: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
 
@@ -202,8 +202,13 @@ class TaskTracker:
         # Frame 0 is this factory, 1 is loop.create_task: start at the caller of those.
         _record_site(task, sys._getframe(1))
         self.created.add(task)
-        for listener in list(self._listeners):
-            listener(task)
+        # loop.create_task names the task only after the factory returns: deferred
+        # listeners (those that look at names) hear of it on the next iteration.
+        for listener, deferred in list(self._listeners):
+            if deferred:
+                loop.call_soon(listener, task)
+            else:
+                listener(task)
         return task
 
     def install(self) -> None:
@@ -223,13 +228,19 @@ class TaskTracker:
         self._installed = False
 
     @contextlib.contextmanager
-    def listening(self, listener: Callable[[asyncio.Future[Any]], None]) -> Iterator[None]:
-        """Call ``listener(task)`` for every task created inside the block."""
-        self._listeners.append(listener)
+    def listening(
+        self, listener: Callable[[asyncio.Future[Any]], None], *, deferred: bool = False
+    ) -> Iterator[None]:
+        """Call ``listener(task)`` for every task created inside the block.
+
+        ``deferred``: call it on the next loop iteration, once the task has its name.
+        """
+        entry = (listener, deferred)
+        self._listeners.append(entry)
         try:
             yield
         finally:
-            self._listeners.remove(listener)
+            self._listeners.remove(entry)
 
 
 _trackers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TaskTracker] = (
