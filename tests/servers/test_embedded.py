@@ -219,6 +219,8 @@ def test_restart_moves_to_another_port_when_the_old_one_is_taken(
     os.kill(old_pid, signal.SIGKILL)
     assert _embedded._wait_exit([old_pid], 30) == []
     with socket.socket() as squatter:
+        # Like the server's own socket: closed connections in TIME_WAIT do not block.
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", old.port))
         squatter.listen()
         new = warm.start()
