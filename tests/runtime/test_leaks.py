@@ -34,7 +34,7 @@ def test_cancel_mode_fails_naming_task_wait_point_and_creation(pytester: pytest.
             "*Task 'orphan' running test_leaky:forever*",
             "*await asyncio.Event().wait()*",
             "*created at:*",
-            "*asyncio.create_task(forever(), name=\"orphan\")*",
+            '*asyncio.create_task(forever(), name="orphan")*',
             "*Fix: await or cancel what you start*",
         ]
     )
