@@ -6,6 +6,7 @@ import sys
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -210,6 +211,19 @@ def test_version(server: MariaDBServer) -> None:
     assert server.version_info() >= (10,)
     assert server.version().startswith(".".join(map(str, server.version_info())))
     assert server.is_mariadb
+
+
+def test_driver_in_scheme_and_unix_socket(server: MariaDBServer) -> None:
+    socket = server.execute("SELECT @@socket")[0][0]
+    if not socket or not Path(socket).exists():
+        pytest.skip("the MariaDB server has no unix socket on this machine")
+    url = server.url.replace(scheme="mariadb+asyncmy", host="localhost", port=None)
+    via_socket = connect_server(url.replace(query=(("unix_socket", socket),)))
+    try:
+        assert via_socket.version() == server.version()
+        assert via_socket.database_url("sqlsandbox_x").scheme == "mariadb+asyncmy"
+    finally:
+        via_socket.close()
 
 
 # -- bad input -------------------------------------------------------------------
