@@ -147,7 +147,10 @@ def test_registered_resource_checks(pytester: pytest.Pytester) -> None:
         from sqlsandbox.runtime import add_leak_check
 
         held = []
-        add_leak_check("sandbox connections", lambda: [f"connection {c} not checked in" for c in held])
+        def unreturned():
+            return [f"connection {c} not checked in" for c in held]
+
+        add_leak_check("sandbox connections", unreturned)
 
         def test_keeps_a_connection():
             held.append("#1")

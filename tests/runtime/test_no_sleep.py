@@ -42,7 +42,7 @@ def test_sleeps_fail_under_no_sleep(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=4, failed=2)
     result.stdout.fnmatch_lines(
         [
-            "*time.sleep(0.01) called at *test_sleeps_fail_under_no_sleep.py:5 in *test_time_sleep*",
+            "*time.sleep(0.01) called at *test_sleeps_fail_under_no_sleep.py:5 in *test_time_sl*",
             "*await sqlsandbox.eventually(check), sqlsandbox.Probe*",
         ]
     )

@@ -138,10 +138,15 @@ def test_failed_test_report_shows_process_output(pytester: pytest.Pytester) -> N
         import sys
         from sqlsandbox.runtime import log_line
 
-        CODE = "import threading; print('worker booted, answer=42', flush=True); threading.Event().wait()"
+        CODE = (
+            "import threading; print('worker booted, answer=42', flush=True); "
+            "threading.Event().wait()"
+        )
 
         def test_uses_a_process(sandbox_process):
-            process = sandbox_process([sys.executable, "-c", CODE], ready=log_line("booted"), name="worker")
+            process = sandbox_process(
+                [sys.executable, "-c", CODE], ready=log_line("booted"), name="worker"
+            )
             assert process.returncode is None
             assert False, "the app misbehaved"
 

@@ -263,7 +263,8 @@ async def _check_task_leaks(
     if test_failed:
         return  # the test's own failure explains more than the leak would
     if mode == "warn":
-        warnings.warn(SandboxLeakWarning(report.format(action="leaks = warn; they keep running")), stacklevel=1)
+        text = report.format(action="leaks = warn; they keep running")
+        warnings.warn(SandboxLeakWarning(text), stacklevel=1)
     elif mode == "cancel":
         pytest.fail(report.format(action="cancelled them; failing the test"), pytrace=False)
     else:

@@ -161,7 +161,8 @@ class Probe:
         shown = ", ".join(repr(message) for message in held[:10])
         more = f" and {len(held) - 10} more" if len(held) > 10 else ""
         return WaitTimeoutError(
-            f"{self.name} received no {describe_match(match)} within {timeout:g} s ({clock}); "
+            f"{self.name} expected {describe_match(match)}, none came within {timeout:g} s "
+            f"({clock}); "
             f"it holds {len(held)} other message(s)"
             + (f": {shown}{more}" if held else "")
             + ". Check that the code under test calls the probe, or raise timeout=."
@@ -222,7 +223,7 @@ class Probe:
             unexpected = [message for message in self._messages if matches(match, message)]
         if unexpected:
             raise WaitTimeoutError(
-                f"{self.name} expected no {describe_match(match)} but holds "
+                f"{self.name} expected nothing matching ({describe_match(match)}) but holds "
                 f"{len(unexpected)}: " + ", ".join(repr(message) for message in unexpected[:10])
             )
 

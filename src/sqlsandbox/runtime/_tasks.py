@@ -15,8 +15,8 @@ import contextlib
 import linecache
 import sys
 import weakref
-from pathlib import Path
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
