@@ -67,6 +67,23 @@ def _results(cursor: Any) -> list[list[Any]]:
     return out
 
 
+def _body(row: Any) -> str:
+    """Return the CREATE statement of a SHOW CREATE PROCEDURE/FUNCTION/TRIGGER row."""
+    if row[2] is None:
+        # The server hides the body from users without privileges on the routine.
+        raise _hidden_definition(row[0])
+    return str(row[2])
+
+
+def _hidden_definition(name: str) -> Exception:
+    import pymysql
+
+    error: Exception = pymysql.err.OperationalError(
+        1227, f"the definition of {name!r} is hidden from this user (needs SELECT on mysql.proc)"
+    )
+    return error
+
+
 def _fk_order(tables: list[str], creates: dict[str, str]) -> list[str]:
     """Order *tables* so that referenced tables come before those that reference them."""
     deps = {
@@ -353,11 +370,11 @@ class MariaDBServer(Server):
                 )
             # Routines and triggers run with the sql_mode they were created with.
             for row in routine_rows:
-                script += [f"SET SESSION sql_mode = {lit(row[1])}", row[2]]
+                script += [f"SET SESSION sql_mode = {lit(row[1])}", retarget(_body(row))]
             script.append("SET SESSION sql_mode = @sqlsandbox_sql_mode")
             script += [retarget(view_sql[v]) for v in _view_order(views, view_sql)]
             for row in trigger_rows:
-                script += [f"SET SESSION sql_mode = {lit(row[1])}", row[2]]
+                script += [f"SET SESSION sql_mode = {lit(row[1])}", retarget(_body(row))]
             script.append("SET SESSION sql_mode = @sqlsandbox_sql_mode")
 
             # Round trip 3: build the clone.

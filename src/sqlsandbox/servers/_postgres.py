@@ -58,7 +58,7 @@ def _rows(cursor: psycopg.Cursor[Any]) -> list[Any]:
 
 
 class PostgresServer(Server):
-    """A PostgreSQL server (9.6+, STRATEGY needs 15+, ``WITH (FORCE)`` 13+)."""
+    """A PostgreSQL server (10+; STRATEGY needs 15+, ``WITH (FORCE)`` 13+)."""
 
     backend: ClassVar[str] = "postgresql"
     supports_templates: ClassVar[bool] = True
