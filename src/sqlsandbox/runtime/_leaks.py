@@ -175,7 +175,7 @@ def find_thread_leaks(
     Joins each candidate with the time left, so a thread that is finishing is
     waited for exactly as long as it needs, never longer than ``grace`` in total.
     """
-    known = {thread.ident for thread in before}
+    known = set(before)  # thread objects, not idents: an ident is reused after a thread ends
     patterns = tuple(allowlist) + DEFAULT_THREAD_ALLOWLIST
     current = threading.current_thread()
 
@@ -183,7 +183,7 @@ def find_thread_leaks(
         return [
             thread
             for thread in threading.enumerate()
-            if thread.ident not in known
+            if thread not in known
             and thread is not current
             and thread.is_alive()
             and not _matches((thread.name,), patterns)

@@ -81,6 +81,7 @@ class VirtualClock:
         self._last_io = 0.0
         self._executor_futures: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
         self._subprocesses: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._watched: weakref.WeakSet[Any] = weakref.WeakSet()
         self._saved: dict[str, Any] = {}
         self._saved_select: Any = None
         #: How many times the clock jumped, and by how many seconds in total.
@@ -136,7 +137,6 @@ class VirtualClock:
             ("time", self.time),
             ("run_in_executor", self._run_in_executor),
             ("_make_socket_transport", self._make_socket_transport),
-            ("_make_ssl_transport", self._make_ssl_transport),
             ("_make_subprocess_transport", self._make_subprocess_transport),
         ):
             if hasattr(self.loop, name):
@@ -147,6 +147,10 @@ class VirtualClock:
         self._selector.select = self._select  # type: ignore[method-assign,assignment]
         setattr(self.loop, _ATTR, self)
         self._active = True
+        for key in list(self._selector.get_map().values()):
+            owner = _reader_owner(key)
+            if isinstance(owner, asyncio.BaseTransport):
+                self._watch(owner)
         return self
 
     def deactivate(self) -> None:
@@ -172,6 +176,7 @@ class VirtualClock:
             base = self.loop.time
             self.loop.time = lambda: base() + offset  # type: ignore[method-assign]
         vars(self.loop).pop(_ATTR, None)
+        self._unwatch_all()
 
     def __enter__(self) -> VirtualClock:
         return self.activate()
@@ -206,8 +211,13 @@ class VirtualClock:
             if owner is self.loop:
                 continue  # the self-pipe and listening servers: nothing in flight
             if isinstance(owner, asyncio.BaseTransport):
+                if owner not in self._watched:
+                    self._watch(owner)  # made meanwhile, e.g. under TLS
                 if getattr(owner, _AWAITING, False):
                     return f"a reply on fd {key.fd} (the client sent data and waits)"
+                state = getattr(getattr(owner, "_protocol", None), "_state", None)
+                if getattr(state, "name", "") == "DO_HANDSHAKE":
+                    return f"a TLS handshake on fd {key.fd}"
                 continue
             return f"I/O on fd {key.fd} ({getattr(callback, '__qualname__', callback)})"
         if self.idle_grace and time.perf_counter() - self._last_io < self.idle_grace:
@@ -270,16 +280,26 @@ class VirtualClock:
 
     def _make_socket_transport(self, *args: Any, **kwargs: Any) -> Any:
         transport = self._saved_attr("_make_socket_transport")(*args, **kwargs)
-        if kwargs.get("server") is None:
-            _watch_writes(transport, transport)
+        self._watch(transport)
         return transport
 
-    def _make_ssl_transport(self, *args: Any, **kwargs: Any) -> Any:
-        transport = self._saved_attr("_make_ssl_transport")(*args, **kwargs)
-        if kwargs.get("server_side") is not True and kwargs.get("server") is None:
-            ssl_protocol = getattr(transport, "_ssl_protocol", None)
-            _watch_writes(transport, lambda: getattr(ssl_protocol, "_transport", None))
-        return transport
+    def _watch(self, transport: Any) -> None:
+        """Mark a client transport as awaiting a reply whenever something is written to it.
+
+        Server-side transports (accepted connections) are left alone: after
+        answering, a server does not wait for anything in particular.
+        """
+        if transport in self._watched or getattr(transport, "_server", None) is not None:
+            return
+        _watch_writes(transport)
+        self._watched.add(transport)
+
+    def _unwatch_all(self) -> None:
+        for transport in list(self._watched):
+            for name in ("write", "writelines"):
+                vars(transport).pop(name, None)
+            vars(transport).pop(_AWAITING, None)
+        self._watched = weakref.WeakSet()
 
     async def _make_subprocess_transport(self, *args: Any, **kwargs: Any) -> Any:
         transport = await self._saved_attr("_make_subprocess_transport")(*args, **kwargs)
@@ -290,23 +310,23 @@ class VirtualClock:
 _MISSING: Any = object()
 
 
-def _watch_writes(transport: Any, raw: Any) -> None:
-    """Mark the raw transport as waiting for a reply whenever the app writes to it."""
+def _reader_owner(key: selectors.SelectorKey) -> Any:
+    reader = key.data[0] if isinstance(key.data, tuple) else None
+    return getattr(getattr(reader, "_callback", None), "__self__", None)
+
+
+def _watch_writes(transport: Any) -> None:
+    """Set the transport's awaiting-reply flag on every write (TLS writes reach it too)."""
     write = transport.write
     writelines = transport.writelines
 
-    def mark() -> None:
-        target = raw() if callable(raw) and not isinstance(raw, asyncio.BaseTransport) else raw
-        if target is not None:
-            setattr(target, _AWAITING, True)
-
     def watched_write(data: Any) -> None:
         if data:
-            mark()
+            setattr(transport, _AWAITING, True)
         write(data)
 
     def watched_writelines(lines: Any) -> None:
-        mark()
+        setattr(transport, _AWAITING, True)
         writelines(lines)
 
     transport.write = watched_write
