@@ -171,10 +171,12 @@ class VirtualClock:
             self._selector.select = self._saved_select  # type: ignore[method-assign]
         # Keep time monotonic: a loop that jumped ahead must not fall back to the
         # real clock, or timers set in virtual time would wait for real.
-        offset = self._now - self.loop.time()
+        current = vars(self.loop).get("time")
+        base = current.base if isinstance(current, _OffsetTime) else self.loop.time
+        offset = self._now - base()
         if offset > 0:
-            base = self.loop.time
-            self.loop.time = lambda: base() + offset  # type: ignore[method-assign]
+            # One wrapper around the original clock, however many tests ran on this loop.
+            self.loop.time = _OffsetTime(base, offset)  # type: ignore[method-assign]
         vars(self.loop).pop(_ATTR, None)
         self._unwatch_all()
 
@@ -308,6 +310,17 @@ class VirtualClock:
 
 
 _MISSING: Any = object()
+
+
+class _OffsetTime:
+    """A loop clock that runs in real time from where virtual time left it."""
+
+    def __init__(self, base: Callable[[], float], offset: float) -> None:
+        self.base = base
+        self.offset = offset
+
+    def __call__(self) -> float:
+        return self.base() + self.offset
 
 
 def _reader_owner(key: selectors.SelectorKey) -> Any:
