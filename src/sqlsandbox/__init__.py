@@ -7,6 +7,7 @@ from ._exceptions import OwnershipError as OwnershipError
 from ._exceptions import ProvisioningError as ProvisioningError
 from ._exceptions import SandboxError as SandboxError
 from ._version import __version__ as __version__
+from .ownership import Sandbox as Sandbox
 from .runtime import Probe as Probe
 from .runtime import eventually as eventually
 
@@ -15,6 +16,7 @@ __all__ = [
     "OwnershipError",
     "Probe",
     "ProvisioningError",
+    "Sandbox",
     "SandboxError",
     "__version__",
     "eventually",

@@ -1,0 +1,45 @@
+"""Ownership: Ecto-style sandboxed connections, independent of any driver.
+
+A :class:`Sandbox` serves one database. Code becomes an *owner* with
+``checkout()``; drivers ask ``lease()`` / ``alease()`` for the owner's
+connection whenever the app takes one from its pool, and map the app's
+transactions to savepoints through the :class:`Lease`. Drivers describe
+their connections with the adapter protocol (:class:`SyncAdapter`,
+:class:`AsyncAdapter`, most simply by subclassing :class:`SQLAdapter` /
+:class:`AsyncSQLAdapter`) and open them with a connector
+(:class:`Connector`, :class:`AsyncConnector`).
+
+This package imports no database driver.
+"""
+
+from __future__ import annotations
+
+from ._adapter import AsyncAdapter as AsyncAdapter
+from ._adapter import AsyncConnector as AsyncConnector
+from ._adapter import AsyncSQLAdapter as AsyncSQLAdapter
+from ._adapter import Connector as Connector
+from ._adapter import SQLAdapter as SQLAdapter
+from ._adapter import SyncAdapter as SyncAdapter
+from ._connection import Lease as Lease
+from ._ddl import implicit_commit as implicit_commit
+from ._host import HostLoop as HostLoop
+from ._host import abort_transport as abort_transport
+from ._owner import Owner as Owner
+from ._sandbox import Mode as Mode
+from ._sandbox import Sandbox as Sandbox
+
+__all__ = [
+    "AsyncAdapter",
+    "AsyncConnector",
+    "AsyncSQLAdapter",
+    "Connector",
+    "HostLoop",
+    "Lease",
+    "Mode",
+    "Owner",
+    "SQLAdapter",
+    "Sandbox",
+    "SyncAdapter",
+    "abort_transport",
+    "implicit_commit",
+]

@@ -1,0 +1,1144 @@
+"""The Sandbox: Ecto-style connection ownership over one database.
+
+An *owner* checks out a connection; its transaction is rolled back at
+checkin. The owner travels in a context variable, so tasks and
+``asyncio.to_thread`` calls it starts use the same connection. Others need
+an allowance (``allow``), an owner token (``join``), or shared mode.
+
+Drivers ask :meth:`Sandbox.lease` / :meth:`Sandbox.alease` for the calling
+code's connection each time the app takes one from its pool; the sandbox
+answers with a :class:`~._connection.Lease` on the owner's connection, None
+(use a plain connection: auto mode, ``unboxed``), or an OwnershipError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import itertools
+import threading
+import weakref
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Literal, Union, cast
+
+from .._exceptions import ConfigError, OwnershipError, ProvisioningError, SandboxError
+from .._urls import DatabaseURL
+from ._adapter import normalize_isolation_level
+from ._connection import _CHECKIN, Lease, OwnedConnection
+from ._host import HostLoop, host_loop
+from ._lock import current_holder
+from ._messages import DOCS_PAGE, caller_name, describe, not_owner
+from ._owner import Owner, OwnerState
+from ._timer import call_later, call_soon
+
+if TYPE_CHECKING:
+    from ._adapter import AsyncAdapter, AsyncConnector, Connector, SyncAdapter
+
+__all__ = ["Mode", "Sandbox"]
+
+Mode = Literal["manual", "auto", "shared"]
+OwnerLike = Union["Owner", str, "asyncio.Task[Any]", threading.Thread, None]
+MODES: tuple[Mode, ...] = ("manual", "auto", "shared")
+
+
+class _Binding:
+    """What the context variable holds: an owner, as owner or as allowed.
+
+    The handle is held weakly: contexts are copied into every task, thread
+    and I/O callback (asyncpg's statement cache keeps one for minutes), so a
+    strong reference would keep an ended owner alive. What keeps an owner
+    alive is its handle in user code, or the task or thread that checked out,
+    until it ends.
+    """
+
+    __slots__ = ("allowed", "ref", "state")
+
+    def __init__(self, handle: Owner, *, allowed: bool) -> None:
+        self.state = handle._s
+        self.ref = weakref.ref(handle)
+        self.allowed = allowed
+
+    @property
+    def live(self) -> bool:
+        return self.state.status == "active" and self.ref() is not None
+
+
+_UNBOXED = _Binding.__new__(_Binding)
+_UNSET: Any = object()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
+def _owner_gone(sandbox_ref: weakref.ref[Sandbox], state: OwnerState) -> None:
+    """Finalizer of an Owner handle: nothing can reach the owner any more."""
+    sandbox = sandbox_ref()
+    if sandbox is not None and state.status == "active":
+        # next() on a count is atomic, unlike += on an attribute.
+        sandbox._gone = max(sandbox._gone, next(sandbox._gone_counter))
+        call_soon(lambda: sandbox._reap(state))
+
+
+class Sandbox:
+    """Connection ownership over one database.
+
+    Args:
+        url: the database this sandbox serves (used in messages and to check
+            that routed engines point at it); optional.
+        name: how messages call the sandbox; defaults to the masked URL.
+        mode: ``"manual"`` (unowned access raises OwnershipError), ``"auto"``
+            (unowned callers get plain connections whose writes are NOT
+            rolled back) or ``"shared"`` (set with :meth:`mode` and an owner).
+        ownership_timeout: seconds an owner may hold its connection before
+            the sandbox takes it back and closes it; None or 0 disables.
+        queue_timeout: seconds a user of an owner's connection waits for its
+            turn behind the others before OwnershipError.
+        isolation_level: run each owner's transaction at this level (for
+            example ``"SERIALIZABLE"``), set right at BEGIN.
+        check_deferred_on_checkin: check deferred constraints (``SET
+            CONSTRAINTS ALL IMMEDIATE``) before every checkin's rollback, so a
+            test that breaks one fails.
+        max_idle: connections per kind kept open between owners.
+    """
+
+    def __init__(
+        self,
+        url: str | DatabaseURL | None = None,
+        *,
+        name: str | None = None,
+        mode: Mode = "manual",
+        ownership_timeout: float | None = 120.0,
+        queue_timeout: float | None = 15.0,
+        isolation_level: str | None = None,
+        check_deferred_on_checkin: bool = False,
+        max_idle: int = 4,
+    ) -> None:
+        if mode not in ("manual", "auto"):
+            raise ConfigError(
+                f"Sandbox(mode={mode!r}): start in 'manual' or 'auto'; shared mode needs an "
+                "owner, set it with sandbox.mode('shared', owner)."
+            )
+        self.url = DatabaseURL.parse(url) if url is not None else None
+        self.name = name or (self.url.masked() if self.url is not None else "sandbox")
+        self.ownership_timeout = ownership_timeout or None
+        self.queue_timeout = queue_timeout
+        self.isolation_level = normalize_isolation_level(isolation_level)
+        self.check_deferred_on_checkin = check_deferred_on_checkin
+        self.max_idle = max_idle
+        self._var: contextvars.ContextVar[_Binding | None] = contextvars.ContextVar(
+            f"sqlsandbox_owner_{id(self):x}", default=None
+        )
+        self._lock = threading.RLock()
+        self._mode: Mode = mode
+        self._shared: OwnerState | None = None
+        self._owners: dict[str, OwnerState] = {}
+        self._tokens: dict[str, OwnerState] = {}
+        self._allowed: weakref.WeakKeyDictionary[object, OwnerState] = weakref.WeakKeyDictionary()
+        self._idle: dict[tuple[str, asyncio.AbstractEventLoop | None], list[Any]] = {}
+        self._connectors: list[Connector | AsyncConnector] = []
+        self._closed = False
+        self._self_ref = weakref.ref(self)
+        # What keeps an owner alive besides its handle in user code.
+        self._task_holders: dict[asyncio.Task[Any], Owner] = {}
+        self._tls = threading.local()
+        # Owners collected without checkin, and how many of them were reaped.
+        self._gone_counter = itertools.count(1)
+        self._gone = 0
+        self._reaped = 0
+        self._reaped_cond = threading.Condition()
+
+    def __repr__(self) -> str:
+        return f"<Sandbox {self.name} mode={self._mode} owners={len(self._owners)}>"
+
+    # ------------------------------------------------------------------------------
+    # Introspection
+    # ------------------------------------------------------------------------------
+
+    @property
+    def owners(self) -> list[Owner]:
+        """The active owners (handles that are still referenced)."""
+        with self._lock:
+            states = list(self._owners.values())
+        return [h for h in (_handle(s) for s in states) if h is not None]
+
+    def current_owner(self) -> Owner | None:
+        """Return the owner whose connection the calling code would use, or None."""
+        state = self._lookup()
+        return _handle(state) if state is not None else None
+
+    def add_connector(self, connector: Connector | AsyncConnector) -> None:
+        """Register a driver's connector; the first one serves eager checkouts."""
+        with self._lock:
+            if not any(c.kind == connector.kind for c in self._connectors):
+                self._connectors.append(connector)
+
+    def remove_connector(self, connector: Connector | AsyncConnector) -> None:
+        with self._lock:
+            if connector in self._connectors:
+                self._connectors.remove(connector)
+
+    # ------------------------------------------------------------------------------
+    # Modes
+    # ------------------------------------------------------------------------------
+
+    def mode(self, mode: Mode | None = None, owner: Owner | str | None = None) -> Mode:
+        """Return the mode, or set it first when *mode* is given.
+
+        ``mode("shared", owner)`` makes every caller without an owner use
+        *owner*'s connection (default: the calling code's owner) and checks
+        in every other owner. When the shared owner ends, the mode goes back
+        to manual. ``"auto"`` hands unowned callers plain connections whose
+        writes are NOT rolled back.
+        """
+        if mode is None:
+            return self._mode
+        if mode not in MODES:
+            raise ConfigError(f"Unknown sandbox mode {mode!r}: use one of {', '.join(MODES)}.")
+        if mode != "shared":
+            with self._lock:
+                self._mode = mode
+                self._shared = None
+            return mode
+        state = self._find(owner, purpose="set shared mode")
+        with self._lock:
+            current = self._shared
+            if current is not None and current is not state and current.status == "active":
+                raise OwnershipError(
+                    f"Cannot share owner {state.name!r}: the sandbox is already shared with "
+                    f"owner {current.name!r}, which is still checked out. Check it in (or set "
+                    f"sandbox.mode('manual')) first. See {DOCS_PAGE}#modes"
+                )
+            self._shared = state
+            self._mode = "shared"
+            others = [s for s in self._owners.values() if s is not state]
+            for other in others:
+                self._retire(other, "checked_in")
+        for other in others:
+            conn, other.conn = other.conn, None
+            if conn is not None:
+                call_soon(functools.partial(self._release_anywhere, conn))
+        return "shared"
+
+    # ------------------------------------------------------------------------------
+    # Checkout / checkin
+    # ------------------------------------------------------------------------------
+
+    def _new_owner(
+        self,
+        *,
+        sandbox: bool,
+        name: str | None,
+        ownership_timeout: float | None,
+        isolation_level: str | None,
+    ) -> OwnerState:
+        if self._closed:
+            raise SandboxError(f"Sandbox {self.name} is closed; create a new one.")
+        binding = self._var.get()
+        if binding is not None and binding is not _UNBOXED:
+            current = binding.state
+            if binding.live:
+                if binding.allowed:
+                    raise OwnershipError(
+                        f"{caller_name()} is already allowed to use the connection of owner "
+                        f"{current.name!r}, so it cannot check out one of its own. Leave the "
+                        f"`join`/allowance first, or run the checkout in a new task. "
+                        f"See {DOCS_PAGE}#checkout"
+                    )
+                raise OwnershipError(
+                    f"{caller_name()} is already owner {current.name!r} of a connection of "
+                    f"sandbox {self.name}; a context owns at most one. Use that connection, "
+                    "or check it in before checking out again. "
+                    f"See {DOCS_PAGE}#checkout"
+                )
+        timeout = self.ownership_timeout if ownership_timeout is _UNSET else ownership_timeout
+        level = self.isolation_level if isolation_level is _UNSET else isolation_level
+        return OwnerState(
+            self,
+            name=name or caller_name(),
+            sandboxed=sandbox,
+            isolation_level=normalize_isolation_level(level),
+            timeout=timeout or None,
+            thread_ident=threading.get_ident(),
+            task=_current_task(),
+        )
+
+    def _register(self, state: OwnerState) -> Owner:
+        handle = Owner(state)
+        state.handle_ref = weakref.ref(handle)
+        state.finalizer = weakref.finalize(handle, _owner_gone, self._self_ref, state)
+        state.finalizer.atexit = False
+        with self._lock:
+            self._owners[state.token] = state
+            self._tokens[state.token] = state
+        if state.timeout:
+            state_ref = weakref.ref(state)
+            state.timer = call_later(state.timeout, lambda: self._expire(state_ref))
+        self._var.set(_Binding(handle, allowed=False))
+        task = _current_task()
+        if task is not None:
+            # The task keeps its owner until it is done (its done callbacks run
+            # before whoever awaits it resumes).
+            self._task_holders[task] = handle
+            task.add_done_callback(self._task_holders.pop)
+        else:
+            # Thread-local storage is freed when the thread ends.
+            held = self._tls.__dict__.setdefault("owners", {})
+            held[state.token] = handle
+        return handle
+
+    def checkout(
+        self,
+        *,
+        sandbox: bool = True,
+        lazy: bool = False,
+        name: str | None = None,
+        ownership_timeout: float | None = _UNSET,
+        isolation_level: str | None = _UNSET,
+        connector: Connector | None = None,
+    ) -> Owner:
+        """Make the calling context an owner and return its handle.
+
+        The connection opens its transaction at once, so connection errors
+        surface here; with ``lazy=True`` nothing is opened until a driver
+        first asks (no I/O here, and the driver's own kind of connection is
+        used). ``sandbox=False`` gives a plain connection whose writes
+        COMMIT. *name* appears in messages (the plugin passes the test id).
+        """
+        state = self._new_owner(
+            sandbox=sandbox,
+            name=name,
+            ownership_timeout=ownership_timeout,
+            isolation_level=isolation_level,
+        )
+        if not lazy:
+            chosen = connector or self._default_connector(is_async=False)
+            state.conn = self._open_sync(state, cast("Connector", chosen))
+        return self._register(state)
+
+    async def acheckout(
+        self,
+        *,
+        sandbox: bool = True,
+        lazy: bool = False,
+        name: str | None = None,
+        ownership_timeout: float | None = _UNSET,
+        isolation_level: str | None = _UNSET,
+        connector: Connector | AsyncConnector | None = None,
+    ) -> Owner:
+        """Async twin of :meth:`checkout`; the owner is the calling task's context."""
+        state = self._new_owner(
+            sandbox=sandbox,
+            name=name,
+            ownership_timeout=ownership_timeout,
+            isolation_level=isolation_level,
+        )
+        if not lazy:
+            chosen = connector or self._default_connector(is_async=True)
+            if chosen.is_async:
+                state.conn = await self._open_async(state, chosen)
+            else:
+                state.conn = await asyncio.to_thread(self._open_sync, state, chosen)
+        return self._register(state)
+
+    def _default_connector(self, *, is_async: bool) -> Connector | AsyncConnector:
+        with self._lock:
+            candidates = [c for c in self._connectors if is_async or not c.is_async]
+        if not candidates:
+            raise ConfigError(
+                f"Sandbox {self.name} has no driver to open a connection with: route an engine "
+                "first (sqlsandbox.sqlalchemy.install(engine, sandbox)), pass connector=..., or "
+                "use checkout(lazy=True) to open the connection on first use."
+            )
+        return candidates[0]
+
+    def _checkin_target(self, owner: Owner | str | None) -> OwnerState | None:
+        if owner is None:
+            binding = self._var.get()
+            if binding is None or binding is _UNBOXED:
+                raise OwnershipError(
+                    f"{caller_name()} has nothing to check in: it is not an owner of sandbox "
+                    f"{self.name}. Pass the owner handle: sandbox.checkin(owner)."
+                )
+            if binding.allowed:
+                raise OwnershipError(
+                    f"{caller_name()} is only allowed to use the connection of owner "
+                    f"{binding.state.name!r} and cannot check it in; only the owner can. "
+                    f"See {DOCS_PAGE}#checkin"
+                )
+            state = binding.state
+        elif isinstance(owner, Owner):
+            state = owner._s
+        else:
+            found = self._tokens.get(owner)
+            if found is None:
+                return None
+            state = found
+        return state if state.status == "active" else None
+
+    def _forget_binding(self, state: OwnerState) -> None:
+        binding = self._var.get()
+        if binding is not None and binding is not _UNBOXED and binding.state is state:
+            self._var.set(None)
+
+    def checkin(self, owner: Owner | str | None = None) -> None:
+        """Roll back the owner's transaction, revoke its allowances, return the connection.
+
+        Without *owner*, checks in the calling context's ownership; a context
+        that is only allowed is refused. Checking in twice does nothing.
+        """
+        state = self._checkin_target(owner)
+        if state is None:
+            return
+        conn = state.conn
+        if conn is not None and conn.is_async and conn.host is None and conn.loop is not None:
+            if conn.loop is _running_loop():
+                raise OwnershipError(
+                    f"checkin() cannot roll back owner {state.name!r}'s asyncio connection "
+                    "from inside its own running event loop: use `await sandbox.acheckin()`."
+                )
+        if not self._retire(state, "checked_in"):
+            return
+        self._forget_binding(state)
+        state.conn = None
+        if conn is None:
+            return
+        if conn.is_async:
+            self._release_async_blocking(conn)
+        else:
+            self._release_sync(conn)
+
+    async def acheckin(self, owner: Owner | str | None = None) -> None:
+        """Async twin of :meth:`checkin`."""
+        state = self._checkin_target(owner)
+        if state is None or not self._retire(state, "checked_in"):
+            return
+        self._forget_binding(state)
+        conn, state.conn = state.conn, None
+        if conn is None:
+            return
+        if conn.is_async:
+            await self._release_async(conn)
+        else:
+            await asyncio.to_thread(self._release_sync, conn)
+
+    def _retire(self, state: OwnerState, status: Literal["checked_in", "expired"]) -> bool:
+        """Mark *state* ended and forget every way to reach it; False if already ended."""
+        with self._lock:
+            if state.status != "active":
+                return False
+            state.status = status
+            self._owners.pop(state.token, None)
+            self._tokens.pop(state.token, None)
+            for alias in state.aliases:
+                if self._tokens.get(alias) is state:
+                    del self._tokens[alias]
+            for key, value in list(self._allowed.items()):
+                if value is state:
+                    del self._allowed[key]
+            if self._shared is state:
+                self._shared = None
+                self._mode = "manual"
+        if state.timer is not None:
+            state.timer.cancel()
+        if state.finalizer is not None:
+            state.finalizer.detach()
+        task = state.task
+        if task is not None:
+            self._task_holders.pop(task, None)
+        held = self._tls.__dict__.get("owners")
+        if held is not None:
+            held.pop(state.token, None)
+        return True
+
+    # -- owners that end without checkin, and timeouts -------------------------------
+
+    def _reap(self, state: OwnerState) -> None:
+        """Check in an owner nobody refers to any more (timer thread)."""
+        try:
+            if self._retire(state, "checked_in"):
+                conn, state.conn = state.conn, None
+                if conn is not None:
+                    self._release_anywhere(conn)
+        finally:
+            with self._reaped_cond:
+                self._reaped += 1
+                self._reaped_cond.notify_all()
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until owners that ended without checkin have been checked in.
+
+        Returns False if *timeout* passed first. Useful at the end of a test
+        session, or in tests of the sandbox itself.
+        """
+        with self._reaped_cond:
+            return self._reaped_cond.wait_for(lambda: self._reaped >= self._gone, timeout)
+
+    def _expire(self, state_ref: weakref.ref[OwnerState]) -> None:
+        """Take the connection back from an owner past its timeout (timer thread)."""
+        state = state_ref()
+        if state is None or not self._retire(state, "expired"):
+            return
+        conn, state.conn = state.conn, None
+        if conn is None:
+            return
+        if conn.lock.try_acquire(_CHECKIN):
+            conn.state = "closed"
+            conn.forget_stack()
+            conn.discard_adapter()
+            conn.lock.force_release()
+        else:
+            conn.state = "doomed"
+            conn.interrupt()
+
+    # ------------------------------------------------------------------------------
+    # Allowances, tokens, unboxed
+    # ------------------------------------------------------------------------------
+
+    def _lookup(self) -> OwnerState | None:
+        """Return the owner the calling code may use, without raising."""
+        binding = self._var.get()
+        if binding is not None:
+            if binding is _UNBOXED:
+                return None
+            return binding.state if binding.live else None
+        if self._allowed:
+            task = _current_task()
+            found = self._allowed.get(task) if task is not None else None
+            if found is None:
+                found = self._allowed.get(threading.current_thread())
+            if found is not None and found.status == "active":
+                return found
+        shared = self._shared
+        if shared is not None and shared.status == "active":
+            return shared
+        return None
+
+    def _resolve(self) -> OwnerState | None:
+        """Return the owner for a database access, None for a plain connection, or raise."""
+        binding = self._var.get()
+        if binding is not None:
+            if binding is _UNBOXED:
+                return None
+            if binding.live:
+                return binding.state
+            raise binding.state.stale_error()
+        found = self._lookup()
+        if found is not None:
+            return found
+        if self._mode == "auto":
+            return None
+        with self._lock:
+            names = [s.name for s in self._owners.values()]
+        raise not_owner(self.name, self._mode, names)
+
+    def _find(self, owner: object, *, purpose: str) -> OwnerState:
+        """Resolve what allow()/join()/mode() were given to an active owner."""
+        state: OwnerState | None = None
+        if owner is None:
+            state = self._lookup()
+        elif isinstance(owner, Owner):
+            state = owner._s
+        elif isinstance(owner, str):
+            state = self._tokens.get(owner)
+        elif isinstance(owner, asyncio.Task):
+            if owner is _current_task():
+                state = self._lookup()
+            else:
+                state = self._allowed.get(owner)
+                if state is None:
+                    with self._lock:
+                        state = next((s for s in self._owners.values() if s.task is owner), None)
+        elif isinstance(owner, threading.Thread):
+            if owner is threading.current_thread():
+                state = self._lookup()
+            else:
+                state = self._allowed.get(owner)
+                if state is None:
+                    with self._lock:
+                        state = next(
+                            (
+                                s
+                                for s in self._owners.values()
+                                if s.thread_ident == owner.ident and s.task is None
+                            ),
+                            None,
+                        )
+        else:
+            raise TypeError(
+                f"expected an Owner, a token string, an asyncio.Task or a threading.Thread, "
+                f"got {type(owner).__name__}"
+            )
+        if state is None or state.status != "active":
+            what = "the calling code" if owner is None else describe(owner)
+            raise OwnershipError(
+                f"Cannot {purpose}: owner not found. {what} owns no connection of sandbox "
+                f"{self.name} and is not allowed to use one (an owner that checked in or "
+                f"timed out is gone too). Pass the test's Owner handle or its token. "
+                f"See {DOCS_PAGE}#allow"
+            )
+        return state
+
+    def allow(
+        self, owner: Owner | str | asyncio.Task[Any] | threading.Thread | None, target: Any
+    ) -> None:
+        """Let *target* use *owner*'s connection until the owner checks in.
+
+        *owner* is an Owner handle, a token, or a task or thread that owns or
+        is allowed (allowances are transitive); None means the calling code.
+        *target* is an ``asyncio.Task``, a ``threading.Thread``, or a string
+        token of your choosing (for example an HTTP header value) that
+        ``join`` later accepts.
+        """
+        state = self._find(owner, purpose=f"allow {describe(target)}")
+        with self._lock:
+            if isinstance(target, str):
+                taken = self._tokens.get(target)
+                if taken is not None and taken is not state:
+                    raise OwnershipError(
+                        f"Token {target[:24]!r} already belongs to owner {taken.name!r}; "
+                        "choose a unique token per owner."
+                    )
+                self._tokens[target] = state
+                state.aliases.append(target)
+            elif isinstance(target, asyncio.Task | threading.Thread):
+                self._allowed[target] = state
+            else:
+                raise TypeError(
+                    "allow() target must be an asyncio.Task, a threading.Thread or a token "
+                    f"string, got {type(target).__name__}"
+                )
+
+    def revoke(self, target: Any) -> None:
+        """Withdraw an allowance given to a task, thread or token."""
+        with self._lock:
+            if isinstance(target, str):
+                state = self._tokens.get(target)
+                if state is not None and state.token != target:
+                    del self._tokens[target]
+            else:
+                self._allowed.pop(target, None)
+
+    @contextmanager
+    def join(self, token: str | Owner) -> Iterator[Owner]:
+        """Run the block with the connection of the owner behind *token*.
+
+        For code that inherits nothing from the test: an HTTP middleware
+        reading the owner token from a header, a worker thread, a callback.
+        The block is only *allowed*: it cannot check the owner in.
+        """
+        state = self._find(token, purpose="join an owner")
+        handle = _handle(state)
+        if handle is None:
+            raise state.stale_error()
+        reset = self._var.set(_Binding(handle, allowed=True))
+        try:
+            yield handle
+        finally:
+            self._var.reset(reset)
+
+    @contextmanager
+    def unboxed(self) -> Iterator[None]:
+        """Run the block outside the sandbox: drivers give it plain connections.
+
+        Writes made inside commit for real and stay after the test: use it
+        for data that must survive (then delete it yourself).
+        """
+        reset = self._var.set(_UNBOXED)
+        try:
+            yield
+        finally:
+            self._var.reset(reset)
+
+    # ------------------------------------------------------------------------------
+    # Leases: what drivers call
+    # ------------------------------------------------------------------------------
+
+    def lease(self, connector: Connector) -> Lease | None:
+        """Return a lease on the calling code's owner connection, opening it if needed.
+
+        None means: use a plain, unsandboxed connection (auto mode or
+        ``unboxed``). Raises OwnershipError when the caller may not use the
+        database, or when the owner already uses another kind of connection.
+        """
+        state = self._resolve()
+        if state is None:
+            return None
+        conn = state.conn
+        if conn is None:
+            conn = self._open_sync(state, connector, register=True)
+        elif conn.kind != connector.kind:
+            raise self._two_drivers(state, conn.kind, connector.kind)
+        return Lease(conn)
+
+    async def alease(self, connector: AsyncConnector) -> Lease | None:
+        """Async twin of :meth:`lease`."""
+        state = self._resolve()
+        if state is None:
+            return None
+        conn = state.conn
+        if conn is None:
+            conn = await self._open_async(state, connector, register=True)
+        elif conn.kind != connector.kind:
+            raise self._two_drivers(state, conn.kind, connector.kind)
+        elif conn.host is None and conn.loop is not None and conn.loop is not _running_loop():
+            raise OwnershipError(
+                f"Owner {state.name!r}'s {conn.kind} connection belongs to the event loop "
+                f"that opened it, and {caller_name()} runs on another loop. This happens when "
+                "an async test calls an async app through a synchronous client (Starlette's "
+                "TestClient runs the app on a loop of its own): use "
+                "httpx.AsyncClient(transport=httpx.ASGITransport(app)) in async tests, or "
+                'give the test its own database with @pytest.mark.sandbox(isolation="database"). '
+                f"See {DOCS_PAGE}#event-loops"
+            )
+        return Lease(conn)
+
+    def _two_drivers(self, state: OwnerState, have: str, want: str) -> OwnershipError:
+        return OwnershipError(
+            f"Owner {state.name!r} already uses its connection through {have}; {want} "
+            "cannot join that transaction, because each driver needs a connection of its "
+            "own and one test transaction cannot span two connections. Use one driver (one "
+            "engine kind: all sync or all async, one DBAPI) per test, or give the test a "
+            'database of its own with @pytest.mark.sandbox(isolation="database"). '
+            f"See {DOCS_PAGE}#two-drivers"
+        )
+
+    def check_deferred(self) -> None:
+        """Check the owner's deferred constraints now (PostgreSQL), without side effects.
+
+        Raises SandboxError naming the violated constraint; the owner's
+        transaction stays usable.
+        """
+        state = self._resolve()
+        conn = state.conn if state is not None else None
+        if conn is None:
+            return
+        if conn.is_async:
+            raise OwnershipError(
+                "check_deferred() cannot run on an asyncio connection: use "
+                "`await sandbox.acheck_deferred()`."
+            )
+        conn.enter()
+        try:
+            conn.adapter.check_deferred(keep=False)
+        except Exception as exc:
+            conn.exit_with(exc)
+            raise _deferred_error(conn, exc) from exc
+        conn.exit()
+
+    async def acheck_deferred(self) -> None:
+        """Async twin of :meth:`check_deferred`."""
+        state = self._resolve()
+        conn = state.conn if state is not None else None
+        if conn is None:
+            return
+        if not conn.is_async:
+            await asyncio.to_thread(contextvars.copy_context().run, self.check_deferred)
+            return
+        await conn.aenter()
+        try:
+            coro = conn.adapter.check_deferred(keep=False)
+            await (conn.host.run(coro) if conn.host is not None else coro)
+        except Exception as exc:
+            conn.exit_with(exc)
+            raise _deferred_error(conn, exc) from exc
+        conn.exit()
+
+    # ------------------------------------------------------------------------------
+    # Opening connections
+    # ------------------------------------------------------------------------------
+
+    def _connect_error(self, state: OwnerState, kind: str, exc: BaseException) -> SandboxError:
+        where = self.url.masked() if self.url is not None else self.name
+        return ProvisioningError(
+            f"Cannot open a {kind} connection to {where} for owner {state.name!r}: "
+            f"{type(exc).__name__}: {exc}. Check that the server runs and accepts "
+            "connections (SQLSANDBOX_URL / --sqlsandbox-url)."
+        )
+
+    def _open_sync(
+        self, state: OwnerState, connector: Connector, *, register: bool = False
+    ) -> OwnedConnection:
+        if connector.is_async:
+            raise ConfigError(f"{connector.kind} is an asyncio driver: use acheckout() / alease().")
+        holder = current_holder()
+        if not state.open_lock.acquire(holder, self.queue_timeout):
+            raise OwnershipError(f"Timed out waiting to open owner {state.name!r}'s connection.")
+        try:
+            if state.conn is not None:
+                if state.conn.kind != connector.kind:
+                    raise self._two_drivers(state, state.conn.kind, connector.kind)
+                return state.conn
+            adapter = self._take_idle(connector.kind, None)
+            for attempt in (1, 2):
+                if adapter is None:
+                    try:
+                        # A fresh context: nothing the connection keeps (I/O callbacks
+                        # copy the context) may hold on to this owner.
+                        adapter = contextvars.Context().run(connector.connect)
+                    except Exception as exc:
+                        raise self._connect_error(state, connector.kind, exc) from exc
+                if not state.sandboxed:
+                    break
+                try:
+                    adapter.begin(state.isolation_level)
+                    break
+                except Exception as exc:
+                    broken = adapter.is_broken()
+                    _close_quietly(adapter)
+                    adapter = None
+                    if not broken or attempt == 2:
+                        raise self._connect_error(state, connector.kind, exc) from exc
+            assert adapter is not None
+            conn = OwnedConnection(adapter, state, is_async=False)
+            if register:
+                state.conn = conn
+            if state.status != "active":
+                # Checked in (or timed out) while we were opening: give it back.
+                state.conn = None
+                self._release_sync(conn)
+                raise state.stale_error()
+            return conn
+        finally:
+            state.open_lock.release()
+
+    async def _open_async(
+        self, state: OwnerState, connector: AsyncConnector, *, register: bool = False
+    ) -> OwnedConnection:
+        if not connector.is_async:
+            raise ConfigError(f"{connector.kind} is a blocking driver: use checkout() / lease().")
+        holder = current_holder()
+        if not state.open_lock.try_acquire(holder) and not await state.open_lock.aacquire(
+            holder, self.queue_timeout
+        ):
+            raise OwnershipError(f"Timed out waiting to open owner {state.name!r}'s connection.")
+        try:
+            if state.conn is not None:
+                if state.conn.kind != connector.kind:
+                    raise self._two_drivers(state, state.conn.kind, connector.kind)
+                return state.conn
+            running = asyncio.get_running_loop()
+            host = None
+            loop: asyncio.AbstractEventLoop | None = None
+            if connector.loop_bound:
+                if threading.get_ident() != state.thread_ident:
+                    # Used from a thread other than the owner's (a TestClient portal):
+                    # requests may each run on a new loop, so keep it on the host loop.
+                    host = host_loop()
+                    loop = host.loop
+                else:
+                    loop = running
+            adapter = self._take_idle(connector.kind, loop)
+            for attempt in (1, 2):
+                if adapter is None:
+                    try:
+                        adapter = await self._aconnect(connector, host)
+                    except Exception as exc:
+                        raise self._connect_error(state, connector.kind, exc) from exc
+                if not state.sandboxed:
+                    break
+                try:
+                    coro2 = adapter.begin(state.isolation_level)
+                    await (host.run(coro2) if host is not None else coro2)
+                    break
+                except Exception as exc:
+                    broken = adapter.is_broken()
+                    _discard_quietly(adapter, loop)
+                    adapter = None
+                    if not broken or attempt == 2:
+                        raise self._connect_error(state, connector.kind, exc) from exc
+            assert adapter is not None
+            conn = OwnedConnection(adapter, state, is_async=True, host=host, loop=loop)
+            if register:
+                state.conn = conn
+            if state.status != "active":
+                state.conn = None
+                await self._release_async(conn)
+                raise state.stale_error()
+            return conn
+        finally:
+            state.open_lock.release()
+
+    async def _aconnect(self, connector: AsyncConnector, host: HostLoop | None) -> AsyncAdapter:
+        # A fresh context: a connection keeps the context of its I/O callbacks
+        # (asyncio copies it), which must not hold on to the opening owner.
+        context = contextvars.Context()
+        if host is not None:
+            return await host.run(connector.connect(), context=context)
+        loop = asyncio.get_running_loop()
+        return await loop.create_task(connector.connect(), context=context)
+
+    # ------------------------------------------------------------------------------
+    # Idle connections and releasing
+    # ------------------------------------------------------------------------------
+
+    def _take_idle(self, kind: str, loop: asyncio.AbstractEventLoop | None) -> Any:
+        dead: list[tuple[Any, asyncio.AbstractEventLoop | None]] = []
+        adapter = None
+        with self._lock:
+            for key in [k for k in self._idle if k[1] is not None and k[1].is_closed()]:
+                dead.extend((a, key[1]) for a in self._idle.pop(key))
+            pool = self._idle.get((kind, loop))
+            while pool and adapter is None:
+                candidate = pool.pop()
+                if candidate.is_broken():
+                    dead.append((candidate, loop))
+                else:
+                    adapter = candidate
+        for item, item_loop in dead:
+            _discard_quietly(item, item_loop)
+        return adapter
+
+    def _keep_idle(self, adapter: Any, loop: asyncio.AbstractEventLoop | None) -> bool:
+        with self._lock:
+            if self._closed:
+                return False
+            pool = self._idle.setdefault((adapter.kind, loop), [])
+            if len(pool) >= self.max_idle:
+                return False
+            pool.append(adapter)
+            return True
+
+    def _release_sync(self, conn: OwnedConnection) -> None:
+        """Roll back and return a blocking owner connection (or discard it)."""
+        if conn.state != "open":
+            conn.state = "closed"
+            return
+        if not conn.lock.try_acquire(_CHECKIN):
+            # Another thread is mid-query: abort it; it closes the connection itself.
+            conn.state = "doomed"
+            conn.interrupt()
+            return
+        adapter: SyncAdapter = conn.adapter
+        error: BaseException | None = None
+        healthy = True
+        try:
+            if conn.sandboxed:
+                if adapter.in_transaction() is False:
+                    healthy = False
+                    error = _implicit_commit_error(conn)
+                elif self.check_deferred_on_checkin:
+                    try:
+                        adapter.check_deferred(keep=True)
+                    except Exception as exc:
+                        error = _deferred_error(conn, exc)
+                if healthy:
+                    adapter.rollback()
+            elif conn.stack:
+                adapter.rollback()
+        except Exception:
+            healthy = False
+        finally:
+            conn.forget_stack()
+            conn.state = "closed"
+            conn.lock.force_release()
+        if not (healthy and not adapter.is_broken() and self._keep_idle(adapter, None)):
+            _close_quietly(adapter)
+        if error is not None:
+            raise error
+
+    async def _release_body(self, conn: OwnedConnection) -> BaseException | None:
+        """Roll back an asyncio owner connection on its own loop; return a deferred error."""
+        adapter: AsyncAdapter = conn.adapter
+        error: BaseException | None = None
+        healthy = True
+        try:
+            if conn.sandboxed:
+                if adapter.in_transaction() is False:
+                    healthy = False
+                    error = _implicit_commit_error(conn)
+                elif self.check_deferred_on_checkin:
+                    try:
+                        await adapter.check_deferred(keep=True)
+                    except Exception as exc:
+                        error = _deferred_error(conn, exc)
+                if healthy:
+                    await adapter.rollback()
+            elif conn.stack:
+                await adapter.rollback()
+        except Exception:
+            healthy = False
+        finally:
+            conn.forget_stack()
+            conn.state = "closed"
+            conn.lock.force_release()
+        if not (healthy and not adapter.is_broken() and self._keep_idle(adapter, conn.loop)):
+            try:
+                await adapter.close()
+            except Exception:
+                adapter.discard()
+        return error
+
+    def _claim(self, conn: OwnedConnection) -> bool:
+        """Take the connection for release; False if it is lost or busy (then doomed)."""
+        if conn.state != "open":
+            conn.state = "closed"
+            return False
+        if not conn.lock.try_acquire(_CHECKIN):
+            conn.state = "doomed"
+            conn.interrupt()
+            return False
+        return True
+
+    async def _release_async(self, conn: OwnedConnection) -> None:
+        """Release an asyncio owner connection from a coroutine."""
+        if not self._claim(conn):
+            return
+        error = await self._run_on(conn, self._release_body(conn))
+        if error is not None:
+            raise error
+
+    def _release_async_blocking(self, conn: OwnedConnection) -> None:
+        """Release an asyncio owner connection from blocking code."""
+        if not self._claim(conn):
+            return
+        error = self._run_on_blocking(conn, self._release_body(conn))
+        if error is not None:
+            raise error
+
+    def _release_anywhere(self, conn: OwnedConnection) -> None:
+        """Release from the timer thread (owner gone, mode switch); never raise."""
+        try:
+            if conn.is_async:
+                self._release_async_blocking(conn)
+            else:
+                self._release_sync(conn)
+        except Exception:
+            pass
+
+    async def _run_on(self, conn: OwnedConnection, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Await *coro* on the loop the connection needs, from any loop."""
+        loop = conn.loop
+        running = asyncio.get_running_loop()
+        if loop is None or loop is running:
+            return await coro
+        if conn.host is not None or loop.is_running():
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+        coro.close()
+        return self._abandon(conn)
+
+    def _run_on_blocking(self, conn: OwnedConnection, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run *coro* to completion from blocking code, on the loop the connection needs."""
+        loop = conn.loop
+        if loop is None:
+            return host_loop().run_sync(coro)
+        if conn.host is not None or (loop.is_running() and loop is not _running_loop()):
+            return asyncio.run_coroutine_threadsafe(coro, loop).result()
+        if not loop.is_closed() and not loop.is_running() and _running_loop() is None:
+            return loop.run_until_complete(coro)
+        coro.close()
+        return self._abandon(conn)
+
+    def _abandon(self, conn: OwnedConnection) -> None:
+        """The connection's loop is gone: drop the connection; the server rolls back."""
+        conn.forget_stack()
+        conn.state = "closed"
+        conn.discard_adapter()
+        conn.lock.force_release()
+        return None
+
+    # ------------------------------------------------------------------------------
+    # Closing
+    # ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Check in every owner and close idle connections; the sandbox is unusable after."""
+        with self._lock:
+            self._closed = True
+            states = list(self._owners.values())
+        for state in states:
+            if self._retire(state, "checked_in"):
+                conn, state.conn = state.conn, None
+                if conn is not None:
+                    self._release_anywhere(conn)
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for (_kind, loop), adapters in idle.items():
+            for adapter in adapters:
+                if not hasattr(adapter, "discard"):
+                    _close_quietly(adapter)
+                elif loop is None or loop is host_loop().loop:
+                    try:
+                        host_loop().run_sync(adapter.close(), timeout=10)
+                    except Exception:
+                        _discard_quietly(adapter, loop)
+                elif loop.is_running() and loop is not _running_loop():
+                    try:
+                        asyncio.run_coroutine_threadsafe(adapter.close(), loop).result(10)
+                    except Exception:
+                        _discard_quietly(adapter, loop)
+                elif not loop.is_closed() and not loop.is_running():
+                    try:
+                        loop.run_until_complete(adapter.close())
+                    except Exception:
+                        _discard_quietly(adapter, loop)
+                else:
+                    _discard_quietly(adapter, loop)
+
+    async def aclose(self) -> None:
+        """Async twin of :meth:`close`: closes connections of the running loop politely."""
+        running = asyncio.get_running_loop()
+        with self._lock:
+            mine = {k: v for k, v in self._idle.items() if k[1] is running}
+            for key in mine:
+                del self._idle[key]
+        for adapters in mine.values():
+            for adapter in adapters:
+                try:
+                    await adapter.close()
+                except Exception:
+                    adapter.discard()
+        await asyncio.to_thread(self.close)
+
+
+def _handle(state: OwnerState) -> Owner | None:
+    ref = state.handle_ref
+    return ref() if ref is not None else None
+
+
+def _close_quietly(adapter: Any) -> None:
+    try:
+        adapter.close()
+    except Exception:
+        pass
+
+
+def _discard_quietly(adapter: Any, loop: asyncio.AbstractEventLoop | None) -> None:
+    try:
+        if loop is not None and not loop.is_closed() and loop is not _running_loop():
+            loop.call_soon_threadsafe(adapter.discard)
+        else:
+            adapter.discard()
+    except Exception:
+        pass
+
+
+def _implicit_commit_error(conn: OwnedConnection) -> OwnershipError:
+    name = conn.owner.name if conn.owner is not None else "?"
+    return OwnershipError(
+        f"The transaction of owner {name!r} was no longer open at checkin: a statement "
+        "ended it (DDL that MariaDB/MySQL commits implicitly, or a raw COMMIT/ROLLBACK), so "
+        "what the test wrote may have been committed for real. Give such tests a database "
+        f'of their own with @pytest.mark.sandbox(isolation="database"). See {DOCS_PAGE}#mariadb-ddl'
+    )
+
+
+def _deferred_error(conn: OwnedConnection, exc: BaseException) -> SandboxError:
+    name = conn.owner.name if conn.owner is not None else "?"
+    return SandboxError(
+        f"A deferred constraint of owner {name!r}'s transaction is violated: "
+        f"{type(exc).__name__}: {str(exc).strip()}. The data this test wrote would fail "
+        f"at COMMIT in production. See {DOCS_PAGE}#deferred-constraints"
+    )

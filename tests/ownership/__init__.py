@@ -1,0 +1,1 @@
+"""Tests of the ownership layer, against real PostgreSQL, SQLite and MariaDB."""
