@@ -417,9 +417,9 @@ def _check_loop_end(runner: asyncio.Runner, scope: str, request: pytest.FixtureR
     if not pending:
         return
     pending.sort(key=lambda task: task.get_name())
-    report = LeakReport(
-        where=f"the {scope}-scoped event loop ({request.node.nodeid})", tasks=pending
-    )
+    node = request.node.nodeid
+    where = f"the {scope}-scoped event loop" + (f" ({node})" if node else "")
+    report = LeakReport(where=where, tasks=pending)
     report.snapshot()
     _reported_tasks.update(pending)
     report.stuck = loop.run_until_complete(cancel_and_collect(pending))

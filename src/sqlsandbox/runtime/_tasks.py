@@ -44,14 +44,33 @@ _STOP_FILES = ("asyncio/events.py",)
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent).replace("\\", "/") + "/"
 
 
+_KEEP, _SKIP, _STOP = 0, 1, 2
+# Verdict per file name, so recording a site costs a dict lookup per frame.
+_file_kind: dict[str, int] = {}
+
+
+def _kind(filename: str) -> int:
+    kind = _file_kind.get(filename)
+    if kind is None:
+        normal = filename.replace("\\", "/")
+        if normal.endswith(_STOP_FILES):
+            kind = _STOP  # below this is the event loop running callbacks: not the creator
+        elif normal.endswith(_SKIP_FILES) or normal.startswith(_PACKAGE_DIR):
+            kind = _SKIP
+        else:
+            kind = _KEEP
+        _file_kind[filename] = kind
+    return kind
+
+
 def _record_site(task: asyncio.Future[Any], frame: FrameType | None) -> None:
     frames: list[_Frame] = []
     while frame is not None and len(frames) < _SITE_DEPTH:
         code = frame.f_code
-        filename = code.co_filename.replace("\\", "/")
-        if filename.endswith(_STOP_FILES):
-            break  # below this is the event loop running callbacks: not the creator
-        if not filename.endswith(_SKIP_FILES) and not filename.startswith(_PACKAGE_DIR):
+        kind = _kind(code.co_filename)
+        if kind == _STOP:
+            break
+        if kind == _KEEP:
             frames.append((code.co_filename, frame.f_lineno, code.co_name))
         frame = frame.f_back
     _creation_sites[task] = tuple(frames)
@@ -189,8 +208,6 @@ class TaskTracker:
         self._previous: Any = None
         self._installed = False
         self._listeners: list[tuple[Callable[[asyncio.Future[Any]], None], bool]] = []
-        # Tasks seen by this tracker: the candidates of a leak check.
-        self.created: weakref.WeakSet[asyncio.Future[Any]] = weakref.WeakSet()
 
     def _factory(
         self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any
@@ -201,7 +218,6 @@ class TaskTracker:
             task = asyncio.Task(coro, loop=loop, **kwargs)
         # Frame 0 is this factory, 1 is loop.create_task: start at the caller of those.
         _record_site(task, sys._getframe(1))
-        self.created.add(task)
         # loop.create_task names the task only after the factory returns: deferred
         # listeners (those that look at names) hear of it on the next iteration.
         for listener, deferred in list(self._listeners):
