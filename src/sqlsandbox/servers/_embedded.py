@@ -144,12 +144,18 @@ def _server_user() -> _OsUser:
 
 def _create_server_user() -> pwd.struct_passwd:
     cmd = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_USER]
-    try:
-        result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-        problem = result.stderr.strip()
-    except OSError as exc:
-        problem = str(exc)
-    # Another process may have created it meanwhile (useradd then exits 9).
+    # Processes using different cache dirs may get here at once; concurrent
+    # useradd calls fail on /etc/passwd.lock, so take turns.
+    lock = filelock.FileLock(os.path.join(tempfile.gettempdir(), "sqlsandbox-useradd.lock"))
+    problem = ""
+    with lock.acquire(timeout=_LOCK_TIMEOUT_S):
+        with contextlib.suppress(KeyError):
+            return pwd.getpwnam(SERVER_USER)
+        try:
+            result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            problem = result.stderr.strip()
+        except (OSError, subprocess.SubprocessError) as exc:
+            problem = str(exc)
     try:
         return pwd.getpwnam(SERVER_USER)
     except KeyError:
@@ -597,6 +603,8 @@ class EmbeddedPostgres:
                 "non-root user."
             )
         bindir = self._usable_bindir(user)
+        if user.name is not None and self.data_dir.exists():
+            self._own_cluster(user)
         self._ensure_cluster(bindir, user)
         socket_dir = tempfile.mkdtemp(prefix="sqlsandbox-pg-", dir=_short_tmp())
         user.chown(Path(socket_dir))
@@ -712,6 +720,15 @@ class EmbeddedPostgres:
                     path.chmod(path.stat().st_mode | 0o044 | (0o011 if path.is_dir() else 0))
         tmp.chmod(0o755)
         os.rename(tmp, self._install_dir)
+
+    def _own_cluster(self, user: _OsUser) -> None:
+        # The OS user was deleted and made again under another uid: PostgreSQL
+        # refuses a data directory it does not own.
+        if self.data_dir.stat().st_uid == user.uid:
+            return
+        for root, dirs, files in os.walk(self.data_dir):
+            for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+                os.lchown(name, user.uid, user.gid)
 
     def _ensure_cluster(self, bindir: Path, user: _OsUser) -> None:
         if (self.data_dir / "PG_VERSION").exists():
