@@ -1,0 +1,373 @@
+"""The warm pool: clones made ahead of time, so handing one out costs no wait.
+
+One pool per (template, kind). Background threads ("fillers") do every slow
+thing: clone, register, drop. The caller's side only moves names between
+deques under a lock, which is why an acquire from a filled pool takes
+microseconds. Waiting (an empty pool, a full budget) is a Condition wait,
+never a polling sleep.
+
+Order of work for the fillers: first clones somebody is waiting for, then
+refills up to each pool's target, then drops of used clones (they cost
+nothing while they wait, except budget; when the budget is full, creating is
+impossible and drops run first by construction).
+
+Adapting to demand: when an acquire finds its pool empty, that pool's target
+grows by one, up to ``max_warm`` and the database budget. A pool whose kind
+has no warm size (``warm[kind] == 0``, for example ``"worker"``) creates on
+demand and does not grow.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from .._exceptions import ProvisioningError, SandboxError
+from ._names import make_name
+
+if TYPE_CHECKING:
+    from ..servers._base import Server
+    from ._registry import Owner, Registry
+    from ._template import Template
+
+__all__ = ["PoolStats", "WarmPool"]
+
+log = logging.getLogger("sqlsandbox.provision")
+
+
+@dataclasses.dataclass
+class PoolStats:
+    """Counters of one pool, for reports and the benchmark."""
+
+    template: str
+    kind: str
+    target: int
+    ready: int
+    creating: int
+    leased: int
+    hits: int
+    misses: int
+    created: int
+    dropped: int
+    waited_s: float
+
+
+@dataclasses.dataclass
+class _Pool:
+    template: Template
+    kind: str
+    target: int
+    grows: bool
+    ready: collections.deque[str] = dataclasses.field(default_factory=collections.deque)
+    creating: int = 0
+    waiters: int = 0
+    leased: int = 0
+    hits: int = 0
+    misses: int = 0
+    created: int = 0
+    dropped: int = 0
+    waited_s: float = 0.0
+    error: BaseException | None = None
+
+
+class WarmPool:
+    """Ready clones of templates, kept by background threads within a database budget."""
+
+    def __init__(
+        self,
+        server: Server,
+        registry: Registry,
+        owner: Owner,
+        *,
+        max_databases: int,
+        max_warm: int,
+        fill_threads: int = 1,
+    ) -> None:
+        self.server = server
+        self.registry = registry
+        self.owner = owner
+        self.max_databases = max_databases
+        self.max_warm = max_warm
+        self._cond = threading.Condition()
+        self._pools: dict[tuple[str, str], _Pool] = {}
+        self._drops: collections.deque[tuple[str, _Pool | None]] = collections.deque()
+        self._leased: dict[str, _Pool] = {}
+        self._dropping = 0
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._fill, name=f"sqlsandbox-warm-pool-{i}", daemon=True)
+            for i in range(max(1, fill_threads))
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    # -- caller side --------------------------------------------------------
+
+    def configure(self, template: Template, kind: str, *, target: int, grows: bool) -> None:
+        """Set how many clones of *template* for *kind* to keep ready."""
+        with self._cond:
+            pool = self._pool(template, kind, target=target, grows=grows)
+            pool.target = min(target, self.max_warm)
+            pool.grows = grows
+            self._cond.notify_all()
+
+    def _pool(self, template: Template, kind: str, *, target: int, grows: bool) -> _Pool:
+        key = (template.name, kind)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = _Pool(template, kind, target=min(target, self.max_warm), grows=grows)
+            self._pools[key] = pool
+        return pool
+
+    def acquire(
+        self,
+        template: Template,
+        kind: str,
+        *,
+        timeout: float | None,
+        default_target: int,
+        grows: bool,
+    ) -> str:
+        """Return the name of a ready clone, waiting for one if the pool is empty."""
+        with self._cond:
+            self._check_open()
+            pool = self._pool(template, kind, target=default_target, grows=grows)
+            if pool.ready:
+                pool.hits += 1
+            else:
+                pool.misses += 1
+                pool.error = None
+                if pool.grows and pool.target < self.max_warm:
+                    pool.target += 1
+                pool.waiters += 1
+                self._cond.notify_all()
+                started = time.perf_counter()
+                deadline = None if timeout is None else time.monotonic() + timeout
+                try:
+                    while not pool.ready:
+                        self._check_open()
+                        if pool.error is not None:
+                            error = pool.error
+                            if isinstance(error, SandboxError):
+                                raise error
+                            raise ProvisioningError(
+                                f"Cloning template {template.name} on "
+                                f"{self.server.url.masked()} failed: {error}"
+                            ) from error
+                        remaining = None if deadline is None else deadline - time.monotonic()
+                        if remaining is not None and remaining <= 0:
+                            raise ProvisioningError(self._timeout_message(pool, timeout))
+                        self._cond.wait(remaining)
+                finally:
+                    pool.waiters -= 1
+                    pool.waited_s += time.perf_counter() - started
+            name = pool.ready.popleft()
+            pool.leased += 1
+            self._leased[name] = pool
+            # A filler may now refill this pool.
+            self._cond.notify_all()
+            return name
+
+    def adopt(self, name: str, template: Template, kind: str) -> None:
+        """Count *name* (cloned by the caller) as leased, so release and close handle it."""
+        with self._cond:
+            pool = self._pool(template, kind, target=0, grows=False)
+            pool.leased += 1
+            self._leased[name] = pool
+
+    def release(self, name: str, *, recycle: bool) -> None:
+        """Take back a leased clone: reuse it as is (*recycle*) or drop it in the background."""
+        with self._cond:
+            pool = self._leased.pop(name, None)
+            if pool is not None:
+                pool.leased -= 1
+            if recycle and pool is not None and not self._closed:
+                pool.ready.appendleft(name)
+            else:
+                self._drops.append((name, pool))
+            self._cond.notify_all()
+
+    def _timeout_message(self, pool: _Pool, timeout: float | None) -> str:
+        held = self._count()
+        return (
+            f"Waited {timeout:g}s for a clone of template {pool.template.name} "
+            f"({pool.kind}) on {self.server.url.masked()}: this process holds {held} of its "
+            f"{self.max_databases} databases ({len(self._leased)} leased and not released). "
+            "Release leases you no longer need, or raise --sqlsandbox-max-databases "
+            "(SQLSANDBOX_MAX_DATABASES)."
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ProvisioningError("The warm pool is closed: the provisioner was closed.")
+
+    def stats(self) -> list[PoolStats]:
+        """Return the counters of every pool."""
+        with self._cond:
+            return [
+                PoolStats(
+                    template=p.template.name,
+                    kind=p.kind,
+                    target=p.target,
+                    ready=len(p.ready),
+                    creating=p.creating,
+                    leased=p.leased,
+                    hits=p.hits,
+                    misses=p.misses,
+                    created=p.created,
+                    dropped=p.dropped,
+                    waited_s=p.waited_s,
+                )
+                for p in self._pools.values()
+            ]
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until every pool holds its target (or failed) and no drop is pending.
+
+        For tools, benchmarks and tests; returns False if *timeout* ran out.
+        """
+
+        def idle() -> bool:
+            pools = self._pools.values()
+            return self._closed or (
+                not self._drops
+                and self._dropping == 0
+                and all(p.creating == 0 for p in pools)
+                and all(len(p.ready) >= p.target or p.error is not None for p in pools)
+            )
+
+        with self._cond:
+            return self._cond.wait_for(idle, timeout)
+
+    # -- filler side ----------------------------------------------------------
+
+    def _count(self) -> int:
+        """Databases this process holds or is making (caller holds the lock)."""
+        pools = self._pools.values()
+        return (
+            sum(len(p.ready) + p.creating for p in pools)
+            + len(self._leased)
+            + len(self._drops)
+            + self._dropping
+        )
+
+    def _next(self) -> tuple[str, _Pool | None, str | None] | None:
+        """Pick the next job (caller holds the lock)."""
+        room = self._count() < self.max_databases
+        if room:
+            for pool in self._pools.values():
+                # Waiters not yet woken by a clone already made count as served.
+                if pool.error is None and pool.waiters > pool.creating + len(pool.ready):
+                    return ("create", pool, None)
+            for pool in self._pools.values():
+                if pool.error is None and len(pool.ready) + pool.creating < pool.target:
+                    return ("create", pool, None)
+        if self._drops:
+            name, owner = self._drops.popleft()
+            return ("drop", owner, name)
+        return None
+
+    def _fill(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._closed:
+                        # close() drops what is left, after the fillers stopped.
+                        return
+                    job = self._next()
+                    if job is not None:
+                        break
+                    self._cond.wait()
+                action, pool, name = job
+                if action == "create":
+                    assert pool is not None
+                    pool.creating += 1
+                else:
+                    self._dropping += 1
+            if action == "create":
+                assert pool is not None
+                self._create(pool)
+            else:
+                assert name is not None
+                self._drop(name, pool)
+
+    def _create(self, pool: _Pool) -> None:
+        template = pool.template
+        name = make_name(template.fingerprint.value, pool.kind)
+        error: BaseException | None = None
+        try:
+            self.registry.add_database(
+                name,
+                fingerprint=template.fingerprint.value,
+                kind=pool.kind,
+                state="clone",
+                owner_id=self.owner.owner_id,
+            )
+            try:
+                # The backend retries "being accessed by other users" itself,
+                # terminating whoever sits on the template.
+                self.server.clone_database(name, template.name)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.registry.remove_database(name)
+                raise
+        except BaseException as exc:
+            error = exc
+            log.warning("sqlsandbox: cloning %s failed: %s", template.name, exc)
+        with self._cond:
+            pool.creating -= 1
+            if error is not None:
+                pool.error = error
+            elif self._closed:
+                self._drops.append((name, pool))
+            else:
+                pool.created += 1
+                pool.ready.append(name)
+            self._cond.notify_all()
+
+    def _drop(self, name: str, pool: _Pool | None) -> None:
+        try:
+            self.server.drop_database(name, missing_ok=True)
+            self.registry.remove_database(name)
+        except Exception as exc:
+            # The row stays, so the reaper retries once this process is gone.
+            log.warning("sqlsandbox: dropping %s failed: %s", name, exc)
+        with self._cond:
+            self._dropping -= 1
+            if pool is not None:
+                pool.dropped += 1
+            self._cond.notify_all()
+
+    # -- shutdown ---------------------------------------------------------------
+
+    def close(self) -> list[str]:
+        """Stop the fillers and drop every clone this pool made; return the dropped names."""
+        with self._cond:
+            if self._closed:
+                return []
+            self._closed = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join()
+        with self._cond:
+            names = [name for name, _pool in self._drops]
+            self._drops.clear()
+            for pool in self._pools.values():
+                names.extend(pool.ready)
+                pool.ready.clear()
+            names.extend(self._leased)
+            self._leased.clear()
+        dropped = []
+        for name in names:
+            try:
+                self.server.drop_database(name, missing_ok=True)
+                self.registry.remove_database(name)
+                dropped.append(name)
+            except Exception as exc:
+                log.warning("sqlsandbox: dropping %s failed: %s", name, exc)
+        return dropped

@@ -1,0 +1,492 @@
+"""The registry: which databases sqlsandbox created, for whom, and whether they are complete.
+
+It lives next to the databases it describes, in the database
+``sqlsandbox_registry`` on the same server (for SQLite: the file of that name
+in the SQLite directory). That is the one place every process and every
+machine using the server can see, so a run on one machine can tell that a
+database belongs to a live run on another, and a dead run's leftovers are
+found by whoever comes next. A local file could not do that; a table in a
+database of the user's would mean writing where we have no business.
+
+Tables (all timestamps are the database server's clock, in epoch seconds, so
+heartbeats compare across machines whatever their clocks say):
+
+- ``sqlsandbox_owners``: one row per process using the server (run id, host,
+  pid, process start time, heartbeat).
+- ``sqlsandbox_databases``: one row per database we created, written *before*
+  the database exists and deleted *after* it is dropped, with its state
+  (``building``/``ready`` for templates, ``clone`` for clones) and owner.
+- ``sqlsandbox_uses``: which owner uses which template, so pruning never
+  drops a template a live run is cloning from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import filelock
+import psutil
+
+from .._exceptions import ProvisioningError
+from . import _dbapi
+from ._names import REGISTRY_DATABASE
+
+if TYPE_CHECKING:
+    from ..servers._base import Server
+
+__all__ = ["DatabaseRow", "Owner", "OwnerRow", "Registry", "owner_alive"]
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS sqlsandbox_owners (
+        owner_id VARCHAR(64) PRIMARY KEY,
+        run_id VARCHAR(64) NOT NULL,
+        host VARCHAR(255) NOT NULL,
+        pid INTEGER NOT NULL,
+        pid_started DOUBLE PRECISION NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL,
+        heartbeat_at DOUBLE PRECISION NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS sqlsandbox_databases (
+        name VARCHAR(64) PRIMARY KEY,
+        fingerprint VARCHAR(64) NOT NULL,
+        kind VARCHAR(16) NOT NULL,
+        state VARCHAR(16) NOT NULL,
+        owner_id VARCHAR(64),
+        project VARCHAR(255),
+        label VARCHAR(255),
+        details TEXT,
+        created_at DOUBLE PRECISION NOT NULL,
+        last_used_at DOUBLE PRECISION NOT NULL,
+        build_s DOUBLE PRECISION
+    )""",
+    """CREATE TABLE IF NOT EXISTS sqlsandbox_uses (
+        owner_id VARCHAR(64) NOT NULL,
+        fingerprint VARCHAR(64) NOT NULL,
+        PRIMARY KEY (owner_id, fingerprint)
+    )""",
+)
+
+_NOW = {
+    "postgresql": "extract(epoch from clock_timestamp())",
+    "mysql": "UNIX_TIMESTAMP(NOW(6))",
+    "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Owner:
+    """The process using the server: what the registry records as a database's owner."""
+
+    owner_id: str
+    run_id: str
+    host: str
+    pid: int
+    pid_started: float
+
+    @classmethod
+    def current(cls, run_id: str | None = None) -> Owner:
+        """Describe this process, in run *run_id* (default: a new one)."""
+        pid = os.getpid()
+        return cls(
+            owner_id=uuid.uuid4().hex,
+            run_id=run_id or uuid.uuid4().hex[:16],
+            host=socket.gethostname(),
+            pid=pid,
+            pid_started=psutil.Process(pid).create_time(),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class OwnerRow:
+    """An owner as the registry holds it, with its last heartbeat."""
+
+    owner_id: str
+    run_id: str
+    host: str
+    pid: int
+    pid_started: float
+    started_at: float
+    heartbeat_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class DatabaseRow:
+    """A database as the registry holds it."""
+
+    name: str
+    fingerprint: str
+    kind: str
+    state: str
+    owner_id: str | None
+    project: str | None
+    label: str | None
+    details: str | None
+    created_at: float
+    last_used_at: float
+    build_s: float | None
+
+    def parts(self) -> dict[str, str]:
+        """Return the fingerprint's parts recorded at build time (templates only)."""
+        if not self.details:
+            return {}
+        loaded = json.loads(self.details)
+        return {str(k): str(v) for k, v in loaded.get("parts", {}).items()}
+
+
+def owner_alive(row: OwnerRow, *, now: float, stale_after: float) -> bool:
+    """Return whether the process of *row* still runs.
+
+    On this host the process table is the truth (a pid reused by another
+    program is told apart by its start time). Other hosts cannot be asked, so
+    their heartbeat must be fresher than *stale_after* seconds.
+    """
+    if row.host == socket.gethostname():
+        try:
+            process = psutil.Process(row.pid)
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return False
+            return bool(abs(process.create_time() - row.pid_started) < 1.0)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            return False
+        except psutil.AccessDenied:
+            return True
+    return now - row.heartbeat_at < stale_after
+
+
+def _database_row(r: tuple[Any, ...]) -> DatabaseRow:
+    return DatabaseRow(
+        name=r[0],
+        fingerprint=r[1],
+        kind=r[2],
+        state=r[3],
+        owner_id=r[4],
+        project=r[5],
+        label=r[6],
+        details=r[7],
+        created_at=float(r[8]),
+        last_used_at=float(r[9]),
+        build_s=None if r[10] is None else float(r[10]),
+    )
+
+
+def _lock_key(key: str) -> int:
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+
+
+class Registry:
+    """Read and write the registry of one server over one long-lived connection.
+
+    Safe to use from several threads: statements are serialised by a lock.
+    A connection that breaks (server restart, terminated backend) is reopened
+    once per statement.
+    """
+
+    def __init__(self, server: Server, database: str = REGISTRY_DATABASE) -> None:
+        self.server = server
+        self.database = database
+        self.backend = "mysql" if server.backend in ("mysql", "mariadb") else server.backend
+        self.url = server.database_url(database)
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self._ready = False
+
+    # -- connection ---------------------------------------------------------
+
+    def open(self) -> Registry:
+        """Create the registry database and tables if needed; return self."""
+        if self._ready:
+            return self
+        if not self.server.database_exists(self.database):
+            try:
+                self.server.create_database(self.database)
+            except Exception:
+                # Another process created it first; anything else fails again below.
+                if not self.server.database_exists(self.database):
+                    raise
+        with self._lock:
+            conn = self._connection()
+            self._create_schema(conn)
+        self._ready = True
+        return self
+
+    def _connect(self) -> Any:
+        conn = _dbapi.connect(self.url, autocommit=True, threadsafe=True)
+        if self.backend == "sqlite":
+            conn.execute("PRAGMA journal_mode = WAL")
+        return conn
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._conn
+
+    def _create_schema(self, conn: Any) -> None:
+        if self.backend == "postgresql":
+            # Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog.
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("registry"),))
+                for ddl in _SCHEMA:
+                    conn.execute(ddl)
+        elif self.backend == "sqlite":
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for ddl in _SCHEMA:
+                    conn.execute(ddl)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        else:
+            cur = conn.cursor()
+            try:
+                for ddl in _SCHEMA:
+                    cur.execute(ddl)
+            finally:
+                cur.close()
+
+    def close(self) -> None:
+        """Close the registry connection."""
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+                self._conn = None
+
+    def _sql(self, sql: str) -> str:
+        sql = sql.replace("{now}", _NOW[self.backend])
+        return sql.replace("%s", "?") if self.backend == "sqlite" else sql
+
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        text = self._sql(sql)
+        with self._lock:
+            for attempt in (1, 2):
+                conn = self._connection()
+                try:
+                    cur = conn.cursor()
+                    try:
+                        cur.execute(text, tuple(params))
+                        rows = cur.fetchall() if cur.description else []
+                    finally:
+                        cur.close()
+                    return [tuple(row) for row in rows]
+                except Exception as exc:
+                    if attempt == 1 and _dbapi.is_connection_error(exc):
+                        with contextlib.suppress(Exception):
+                            conn.close()
+                        self._conn = None
+                        continue
+                    raise ProvisioningError(
+                        f"The sqlsandbox registry {self.url.masked()} failed: {str(exc).strip()}"
+                    ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- owners ---------------------------------------------------------------
+
+    def now(self) -> float:
+        """Return the registry server's clock in epoch seconds."""
+        return float(self._run("SELECT {now}")[0][0])
+
+    def add_owner(self, owner: Owner) -> None:
+        """Record *owner* as a live user of the server."""
+        self._run(
+            "INSERT INTO sqlsandbox_owners (owner_id, run_id, host, pid, pid_started, "
+            "started_at, heartbeat_at) VALUES (%s, %s, %s, %s, %s, {now}, {now})",
+            (owner.owner_id, owner.run_id, owner.host, owner.pid, owner.pid_started),
+        )
+
+    def heartbeat(self, owner_id: str) -> None:
+        """Mark *owner_id* as alive now."""
+        self._run(
+            "UPDATE sqlsandbox_owners SET heartbeat_at = {now} WHERE owner_id = %s", (owner_id,)
+        )
+
+    def remove_owner(self, owner_id: str) -> None:
+        """Forget *owner_id* and what it used (its databases must be gone already)."""
+        self._run("DELETE FROM sqlsandbox_uses WHERE owner_id = %s", (owner_id,))
+        self._run("DELETE FROM sqlsandbox_owners WHERE owner_id = %s", (owner_id,))
+
+    def owners(self) -> list[OwnerRow]:
+        """Return every registered owner."""
+        rows = self._run(
+            "SELECT owner_id, run_id, host, pid, pid_started, started_at, heartbeat_at "
+            "FROM sqlsandbox_owners ORDER BY started_at"
+        )
+        return [
+            OwnerRow(r[0], r[1], r[2], int(r[3]), float(r[4]), float(r[5]), float(r[6]))
+            for r in rows
+        ]
+
+    def set_heartbeat_at(self, owner_id: str, seconds_ago: float) -> None:
+        """Pretend *owner_id* last beat *seconds_ago* seconds ago (for tools and tests)."""
+        self._run(
+            "UPDATE sqlsandbox_owners SET heartbeat_at = {now} - %s WHERE owner_id = %s",
+            (seconds_ago, owner_id),
+        )
+
+    def add_use(self, owner_id: str, fingerprint: str) -> None:
+        """Record that *owner_id* clones from the template *fingerprint*."""
+        if self.backend == "mysql":
+            sql = "INSERT IGNORE INTO sqlsandbox_uses (owner_id, fingerprint) VALUES (%s, %s)"
+        else:
+            sql = (
+                "INSERT INTO sqlsandbox_uses (owner_id, fingerprint) VALUES (%s, %s) "
+                "ON CONFLICT DO NOTHING"
+            )
+        self._run(sql, (owner_id, fingerprint))
+
+    def users_of(self, fingerprint: str) -> list[str]:
+        """Return the owners that use the template *fingerprint*."""
+        rows = self._run(
+            "SELECT owner_id FROM sqlsandbox_uses WHERE fingerprint = %s", (fingerprint,)
+        )
+        return [r[0] for r in rows]
+
+    # -- databases --------------------------------------------------------------
+
+    _COLUMNS = (
+        "name, fingerprint, kind, state, owner_id, project, label, details, "
+        "created_at, last_used_at, build_s"
+    )
+
+    def add_database(
+        self,
+        name: str,
+        *,
+        fingerprint: str,
+        kind: str,
+        state: str,
+        owner_id: str | None,
+        project: str | None = None,
+        label: str | None = None,
+        details: str | None = None,
+    ) -> None:
+        """Record *name* before it is created, so a crash in between leaves a trace."""
+        self._run(
+            f"INSERT INTO sqlsandbox_databases ({self._COLUMNS}) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, {now}, {now}, NULL)",
+            (name, fingerprint, kind, state, owner_id, project, label, details),
+        )
+
+    def mark_ready(self, name: str, *, build_s: float) -> None:
+        """Mark the template *name* complete and no longer owned by its builder."""
+        self._run(
+            "UPDATE sqlsandbox_databases SET state = 'ready', owner_id = NULL, build_s = %s, "
+            "last_used_at = {now} WHERE name = %s",
+            (build_s, name),
+        )
+
+    def touch(self, name: str) -> None:
+        """Record that the template *name* was used now."""
+        self._run("UPDATE sqlsandbox_databases SET last_used_at = {now} WHERE name = %s", (name,))
+
+    def remove_database(self, name: str) -> None:
+        """Forget *name* (after it was dropped)."""
+        self._run("DELETE FROM sqlsandbox_databases WHERE name = %s", (name,))
+
+    def databases(
+        self,
+        *,
+        fingerprint: str | None = None,
+        kind: str | None = None,
+        owner_id: str | None = None,
+    ) -> list[DatabaseRow]:
+        """Return the registered databases matching every given filter."""
+        where, params = [], []
+        for column, value in (("fingerprint", fingerprint), ("kind", kind), ("owner_id", owner_id)):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        rows = self._run(
+            f"SELECT {self._COLUMNS} FROM sqlsandbox_databases{clause} ORDER BY created_at",
+            params,
+        )
+        return [_database_row(r) for r in rows]
+
+    # -- server-side locks --------------------------------------------------------
+
+    @contextlib.contextmanager
+    def server_lock(self, key: str, *, timeout: float | None) -> Iterator[bool]:
+        """Hold the server-wide lock *key* on a connection of its own; yield whether it is held.
+
+        With *timeout* 0 this only tries; otherwise it waits up to *timeout*
+        seconds (None: for ever). The lock dies with the connection, so a
+        killed builder never leaves it held. SQLite has no server: its lock is
+        a file lock in the SQLite directory, shared by every process that uses
+        the directory whatever its cache directory.
+        """
+        if self.backend == "sqlite":
+            with self._directory_lock(key, timeout) as held:
+                yield held
+            return
+        conn = self._connect()
+        try:
+            held = self._acquire(conn, key, timeout)
+            try:
+                yield held
+            finally:
+                if held:
+                    self._release(conn, key)
+        finally:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    @contextlib.contextmanager
+    def _directory_lock(self, key: str, timeout: float | None) -> Iterator[bool]:
+        folder = Path(str(self.url.database)).parent / ".sqlsandbox-locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(key.encode()).hexdigest()[:24]
+        lock = filelock.FileLock(str(folder / f"{digest}.lock"))
+        try:
+            lock.acquire(timeout=-1 if timeout is None else timeout)
+        except filelock.Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
+
+    def _acquire(self, conn: Any, key: str, timeout: float | None) -> bool:
+        cur = conn.cursor()
+        try:
+            if self.backend == "postgresql":
+                if timeout == 0:
+                    cur.execute("SELECT pg_try_advisory_lock(%s)", (_lock_key(key),))
+                    return bool(cur.fetchone()[0])
+                ms = 0 if timeout is None else max(1, int(timeout * 1000))
+                cur.execute(f"SET lock_timeout = {ms}")
+                try:
+                    cur.execute("SELECT pg_advisory_lock(%s)", (_lock_key(key),))
+                except Exception as exc:
+                    if "lock timeout" in str(exc).lower():
+                        return False
+                    raise
+                return True
+            name = f"sqlsandbox_{hashlib.sha256(key.encode()).hexdigest()[:40]}"
+            # MariaDB treats a negative timeout as "wait for ever".
+            cur.execute("SELECT GET_LOCK(%s, %s)", (name, -1 if timeout is None else timeout))
+            return bool(cur.fetchone()[0])
+        finally:
+            cur.close()
+
+    def _release(self, conn: Any, key: str) -> None:
+        cur = conn.cursor()
+        try:
+            if self.backend == "postgresql":
+                cur.execute("SELECT pg_advisory_unlock(%s)", (_lock_key(key),))
+            else:
+                name = f"sqlsandbox_{hashlib.sha256(key.encode()).hexdigest()[:40]}"
+                cur.execute("SELECT RELEASE_LOCK(%s)", (name,))
+        finally:
+            cur.close()

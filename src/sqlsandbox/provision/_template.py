@@ -1,0 +1,308 @@
+"""Templates: built at most once per fingerprint, complete or not at all.
+
+How a build stays safe:
+
+1. Take the build lock of the fingerprint (file lock, then server lock).
+2. Under the lock, a ``ready`` registry row whose database exists means an
+   earlier run (or another worker) built it: reuse it.
+3. Rows in state ``building`` under the lock can only come from a builder that
+   died (a live one would hold the lock): drop them.
+4. Register the new name as ``building`` *before* creating the database, run
+   the migrations and the seed, repair sequences, close every connection to
+   it, and only then flip the row to ``ready``.
+
+Completion is a registry state rather than a rename (``..._building`` to
+``..._tpl``) because MariaDB cannot rename a database and PostgreSQL cannot
+rename one with sessions attached; one state change works the same on all
+three backends and is atomic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._exceptions import ProvisioningError, SandboxError
+from .._urls import DatabaseURL
+from . import _dbapi
+from ._fingerprint import Fingerprint, compute_fingerprint, migration_source, seed_source
+from ._locks import build_lock
+from ._names import TEMPLATE_KIND, make_name
+from ._reaper import prune_templates
+from ._sources import BuildContext, StepFailed, describe_error
+
+if TYPE_CHECKING:
+    from ..servers._base import Server
+    from ._registry import Owner, Registry
+    from ._spec import TemplateSpec
+
+__all__ = ["Template", "TemplateBuilder"]
+
+log = logging.getLogger("sqlsandbox.provision")
+
+# Every sequence owned by a column (serial or identity), with its table and column.
+_OWNED_SEQUENCES = """
+SELECT format('%I.%I', sn.nspname, s.relname), format('%I.%I', tn.nspname, t.relname),
+       quote_ident(a.attname)
+FROM pg_depend d
+JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+JOIN pg_namespace sn ON sn.oid = s.relnamespace
+JOIN pg_class t ON t.oid = d.refobjid
+JOIN pg_namespace tn ON tn.oid = t.relnamespace
+JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
+  AND d.deptype IN ('a', 'i')
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Template:
+    """A complete template on the server."""
+
+    name: str
+    fingerprint: Fingerprint
+    spec: TemplateSpec
+    url: DatabaseURL
+    #: Whether this call built it (False: reused from an earlier build).
+    built: bool
+    #: Seconds the build took (None if unknown).
+    build_s: float | None
+
+
+class TemplateBuilder:
+    """Find or build the template of a spec, at most once per fingerprint."""
+
+    def __init__(
+        self,
+        server: Server,
+        registry: Registry,
+        owner: Owner,
+        *,
+        cache_dir: Path,
+        report: Callable[[str], None],
+        lock_timeout: float | None,
+        keep_templates: int,
+        stale_after: float,
+    ) -> None:
+        self.server = server
+        self.registry = registry
+        self.owner = owner
+        self.cache_dir = cache_dir
+        self.report = report
+        self.lock_timeout = lock_timeout
+        self.keep_templates = keep_templates
+        self.stale_after = stale_after
+        self._server_version: str | None = None
+
+    @property
+    def backend(self) -> str:
+        """Return the server's engine."""
+        return self.server.backend
+
+    def server_version(self) -> str:
+        """Return the server version (asked once)."""
+        if self._server_version is None:
+            self._server_version = self.server.version()
+        return self._server_version
+
+    def fingerprint(self, spec: TemplateSpec) -> Fingerprint:
+        """Return the fingerprint of *spec* on this server."""
+        return compute_fingerprint(spec, backend=self.backend, server_version=self.server_version())
+
+    def ensure(self, spec: TemplateSpec) -> Template:
+        """Return the complete template of *spec*, building it if no run has yet."""
+        fingerprint = self.fingerprint(spec)
+        with build_lock(
+            self.registry,
+            self.cache_dir,
+            f"template:{fingerprint.value}",
+            timeout=self.lock_timeout,
+            what=f"building the template {fingerprint.short} ({spec.describe()})",
+        ):
+            # Registered under the lock, so pruning (which takes the same lock)
+            # never drops a template between this check and the first clone.
+            self.registry.add_use(self.owner.owner_id, fingerprint.value)
+            template = self._find_ready(spec, fingerprint)
+            if template is None:
+                template = self._build(spec, fingerprint)
+        if template.built:
+            prune_templates(
+                self.server,
+                self.registry,
+                cache_dir=self.cache_dir,
+                keep=max(0, self.keep_templates - 1),
+                project=spec.project_key,
+                exclude=[fingerprint.value],
+                stale_after=self.stale_after,
+                report_to=self.report,
+            )
+        return template
+
+    def _find_ready(self, spec: TemplateSpec, fingerprint: Fingerprint) -> Template | None:
+        found: Template | None = None
+        for row in self.registry.databases(fingerprint=fingerprint.value, kind=TEMPLATE_KIND):
+            if row.state == "ready":
+                if found is not None:
+                    continue
+                if self.server.database_exists(row.name):
+                    self.registry.touch(row.name)
+                    found = Template(
+                        row.name,
+                        fingerprint,
+                        spec,
+                        self.server.database_url(row.name),
+                        built=False,
+                        build_s=row.build_s,
+                    )
+                    self.report(f"reusing template {row.name} ({spec.describe()})")
+                    continue
+                # Registered as complete but dropped by hand: forget it, build anew.
+            else:
+                # Under the build lock, a 'building' row can only be a dead builder's.
+                self.report(f"dropping half-built template {row.name} left by a crashed run")
+            self.server.drop_database(row.name, missing_ok=True)
+            self.registry.remove_database(row.name)
+        return found
+
+    def _build(self, spec: TemplateSpec, fingerprint: Fingerprint) -> Template:
+        name = make_name(fingerprint.value, TEMPLATE_KIND)
+        started = time.perf_counter()
+        self.report(f"building template {name} ({spec.describe()}) on {self.server.url.masked()}")
+        self.registry.add_database(
+            name,
+            fingerprint=fingerprint.value,
+            kind=TEMPLATE_KIND,
+            state="building",
+            owner_id=self.owner.owner_id,
+            project=spec.project_key,
+            label=spec.describe()[:255],
+            details=json.dumps({"parts": dict(fingerprint.parts), "root": str(spec.root)}),
+        )
+        try:
+            self.server.create_database(name)
+            url = self.server.database_url(name)
+            ctx = BuildContext(url=url, database=name, report=self._prefixed(name), spec=spec)
+            _run_in_thread(lambda: self._apply(spec, ctx))
+            self._finish(name, url)
+        except BaseException as exc:
+            self._discard(name)
+            if isinstance(exc, StepFailed):
+                raise ProvisioningError(
+                    f"Building the template for {self.server.url.masked()} failed in "
+                    f"{exc.step!r} ({spec.describe()}):\n    {describe_error(exc.error)}\n"
+                    f"Nothing was kept: the half-built template {name} was dropped. Fix the "
+                    "migration and run again; the template is rebuilt automatically."
+                ) from exc.error
+            if isinstance(exc, SandboxError) or not isinstance(exc, Exception):
+                raise
+            raise ProvisioningError(
+                f"Building the template {name} on {self.server.url.masked()} failed: "
+                f"{describe_error(exc)}. Nothing was kept."
+            ) from exc
+        build_s = time.perf_counter() - started
+        self.registry.mark_ready(name, build_s=build_s)
+        self.report(f"template {name} ready in {build_s:.2f}s")
+        return Template(name, fingerprint, spec, url, built=True, build_s=build_s)
+
+    def _prefixed(self, name: str) -> Callable[[str], None]:
+        def report(message: str) -> None:
+            self.report(f"template {name}: {message}")
+
+        return report
+
+    def _apply(self, spec: TemplateSpec, ctx: BuildContext) -> None:
+        source = migration_source(spec, self.backend)
+        seed = seed_source(spec)
+        with _pointed_env(spec.url_env, ctx.url):
+            if source is not None:
+                source.run(ctx)
+            if seed is not None:
+                seed.run(ctx)
+
+    def _finish(self, name: str, url: DatabaseURL) -> None:
+        """Make the template safe to clone: sequences past seeded ids, nobody connected."""
+        if self.backend == "postgresql":
+            conn = _dbapi.connect(url)
+            try:
+                _repair_sequences(conn)
+            finally:
+                conn.close()
+            # Nobody can connect to it any more, so CREATE DATABASE ... TEMPLATE
+            # never finds "other users" on it (the clones do allow connections).
+            self.server.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            self.server.terminate_connections(name)
+        elif self.backend == "sqlite":
+            conn = _dbapi.connect(url)
+            try:
+                # A file copy must not miss pages still in a WAL file.
+                conn.execute("PRAGMA journal_mode = DELETE")
+            finally:
+                conn.close()
+        else:
+            self.server.terminate_connections(name)
+
+    def _discard(self, name: str) -> None:
+        with contextlib.suppress(Exception):
+            self.server.drop_database(name, missing_ok=True)
+        with contextlib.suppress(Exception):
+            self.registry.remove_database(name)
+
+
+def _repair_sequences(conn: Any) -> None:
+    """Move every column-owned sequence past the largest id already in its column."""
+    rows = conn.execute(_OWNED_SEQUENCES).fetchall()
+    for sequence, table, column in rows:
+        conn.execute(
+            f"SELECT setval('{sequence}'::regclass, x.m) "
+            f"FROM (SELECT max({column})::bigint AS m FROM {table}) x, {sequence} s "
+            "WHERE x.m IS NOT NULL "
+            "AND x.m >= CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END"
+        )
+
+
+@contextlib.contextmanager
+def _pointed_env(names: tuple[str, ...], url: DatabaseURL) -> Iterator[None]:
+    """Point the environment variables *names* at *url* for the block.
+
+    A variable that already holds a URL keeps its scheme (its driver), so an
+    app or env.py reading ``DATABASE_URL`` gets the driver it expects.
+    """
+    saved = {name: os.environ.get(name) for name in names}
+    for name, old in saved.items():
+        scheme = None
+        if old and "://" in old:
+            scheme = old.split("://", 1)[0]
+        os.environ[name] = (url.with_scheme(scheme) if scheme else url).render()
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
+
+
+def _run_in_thread(fn: Callable[[], None]) -> None:
+    """Run *fn* in a fresh thread (no event loop of the caller's) and re-raise its error."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="sqlsandbox-template-build", daemon=True)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
