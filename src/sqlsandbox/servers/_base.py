@@ -40,9 +40,9 @@ def check_owned_name(name: str) -> str:
 class Server(abc.ABC):
     """One database server (or SQLite directory) that sqlsandbox administers.
 
-    Methods are synchronous and safe to call from any thread; each opens what
-    it needs on a short-lived admin connection so no connection lingers on a
-    template (which would block ``CREATE DATABASE ... TEMPLATE``).
+    Methods are synchronous and safe to call from any thread. Backends may keep
+    one admin connection open, but never on a database sqlsandbox created: a
+    session on a template would block ``CREATE DATABASE ... TEMPLATE``.
     """
 
     #: Engine name: ``"postgresql"``, ``"mariadb"`` or ``"sqlite"``.
