@@ -179,3 +179,14 @@ def test_postgres_template_refuses_connections(
     assert server.execute(
         "SELECT datallowconn FROM pg_database WHERE datname = %s", (template.name,)
     ) == [(False,)]
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
+def test_registry_reconnects_after_its_connection_was_killed(
+    make_provisioner: MakeProvisioner, server: Server, registry_name: str
+) -> None:
+    provisioner = make_provisioner()
+    provisioner.registry.owners()
+    # As a server restart or an admin's pg_terminate_backend would.
+    assert server.terminate_connections(registry_name) >= 1
+    assert [o.owner_id for o in provisioner.registry.owners()] == [provisioner.owner.owner_id]

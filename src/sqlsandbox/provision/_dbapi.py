@@ -122,10 +122,19 @@ def run_script(conn: Any, backend: str, sql: str) -> None:
         cur.close()
 
 
-def is_connection_error(exc: BaseException) -> bool:
-    """Return whether *exc* means the connection itself is gone (worth one reconnect)."""
-    name = type(exc).__name__
-    if name in ("OperationalError", "InterfaceError"):
+def is_connection_error(conn: Any, exc: BaseException) -> bool:
+    """Return whether *exc* on *conn* means the connection is gone (worth one reconnect).
+
+    A server restart or ``pg_terminate_backend`` kills long-lived connections
+    such as the registry's; the statement never ran, so running it again on a
+    new connection is safe.
+    """
+    if getattr(conn, "broken", False) or getattr(conn, "closed", False) is True:
+        return True  # psycopg
+    if getattr(conn, "open", True) is False:
+        return True  # PyMySQL
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & {"OperationalError", "InterfaceError"}:
         text = str(exc).lower()
         return any(
             word in text

@@ -280,7 +280,7 @@ class Registry:
                         cur.close()
                     return [tuple(row) for row in rows]
                 except Exception as exc:
-                    if attempt == 1 and _dbapi.is_connection_error(exc):
+                    if attempt == 1 and _dbapi.is_connection_error(conn, exc):
                         with contextlib.suppress(Exception):
                             conn.close()
                         self._conn = None
