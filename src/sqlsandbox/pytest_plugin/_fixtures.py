@@ -1,13 +1,41 @@
-"""Fixtures the plugin offers to every test suite."""
+"""Fixtures the plugin offers to every test suite.
+
+The chain, each overridable in a conftest.py::
+
+    sqlsandbox_database (session)   this worker's server, template, clone and sandbox
+      └─ sandbox                    the test's isolation: owner, or a fresh clone
+           ├─ db_url                URL of the database this test uses
+           ├─ db_session            SQLAlchemy Session
+           └─ async_db_session      SQLAlchemy AsyncSession
+
+Nothing here opens a connection: the test's owner connects when code first
+uses the database, so tests that never touch it pay nothing.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
 import pytest
 
+from ._database import SandboxHandle, WorkerDatabase, get_database, opened_database
+from ._marks import sandbox_spec
 from ._unique import Unique
 from ._xdist import run_uid, worker_count, worker_index
 
-__all__ = ["unique"]
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.orm import Session
+
+__all__ = [
+    "async_db_session",
+    "db_session",
+    "db_url",
+    "sandbox",
+    "sqlsandbox_database",
+    "unique",
+]
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +45,66 @@ def unique(pytestconfig: pytest.Config) -> Unique:
     Session-scoped, so module- and session-scoped fixtures may use it too.
     """
     return Unique(run_uid(pytestconfig), worker_index(pytestconfig), worker_count(pytestconfig))
+
+
+@pytest.fixture(scope="session")
+def sqlsandbox_database(pytestconfig: pytest.Config) -> WorkerDatabase:
+    """This worker's database: server, template, clone, sandbox and routed engines."""
+    return get_database(pytestconfig).ensure_open()
+
+
+@pytest.fixture
+def sandbox(
+    request: pytest.FixtureRequest, sqlsandbox_database: WorkerDatabase
+) -> Iterator[SandboxHandle]:
+    """Isolate this test as its ``sandbox`` mark (or the settings) say; yield its handle."""
+    spec = sandbox_spec(request.node)
+    with sqlsandbox_database.test(request.node.nodeid, spec) as handle:
+        yield handle
+
+
+@pytest.fixture(autouse=True)
+def _sqlsandbox_isolation(request: pytest.FixtureRequest) -> None:
+    """Give every test its sandbox once the worker's database is open (lazy, no I/O)."""
+    if opened_database(request.config) is not None:
+        request.getfixturevalue("sandbox")
+
+
+@pytest.fixture
+def db_url(sandbox: SandboxHandle) -> str:
+    """URL of the database this test uses (with its password: don't print it)."""
+    return sandbox.url.render()
+
+
+@pytest.fixture
+def db_session(sandbox: SandboxHandle) -> Iterator[Session]:
+    """A SQLAlchemy Session on the test's database; everything it commits is undone."""
+    from sqlalchemy.orm import Session
+
+    session = Session(sandbox.engine())
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@pytest.fixture
+def async_db_session(sandbox: SandboxHandle) -> Iterator[AsyncSession]:
+    """A SQLAlchemy AsyncSession on the test's database, for any event loop.
+
+    A plain fixture, not an async one: it works with pytest-asyncio (strict
+    or auto, any loop scope) and anyio alike, and connects on first use in
+    the test's own loop.
+    """
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    session = AsyncSession(sandbox.engine(is_async=True))
+    try:
+        yield session
+    finally:
+        if session.sync_session.in_transaction():
+            # Closing would need the test's event loop, which may be gone; the
+            # sandbox rolls the connection back anyway, so drop it without I/O.
+            session.sync_session.invalidate()
+        else:
+            session.sync_session.close()

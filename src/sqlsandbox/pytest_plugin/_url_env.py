@@ -16,10 +16,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, MutableMapping
+from pathlib import Path
 
 from .._urls import DatabaseURL
 
-__all__ = ["UrlEnv", "adapt_url", "render_url_env"]
+__all__ = ["UrlEnv", "adapt_url", "read_dotenv", "render_url_env"]
 
 # Engines spelled differently that take the same URLs.
 _FAMILY = {
@@ -111,10 +112,15 @@ class UrlEnv:
     """
 
     def __init__(
-        self, templates: Mapping[str, str], environ: MutableMapping[str, str] | None = None
+        self,
+        templates: Mapping[str, str],
+        environ: MutableMapping[str, str] | None = None,
+        dotenv: Mapping[str, str] | None = None,
     ) -> None:
         self.templates = dict(templates)
         self.environ: MutableMapping[str, str] = os.environ if environ is None else environ
+        #: Values from the project's ``.env``: the form to keep when the env var is unset.
+        self.dotenv = dict(dotenv or {})
         self._originals: dict[str, str | None] | None = None
 
     def values(self, database: DatabaseURL, *, hide_password: bool = False) -> dict[str, str]:
@@ -123,7 +129,12 @@ class UrlEnv:
         if originals is None:
             originals = {name: self.environ.get(name) for name in self.templates}
         return {
-            name: render_url_env(database, template, originals[name], hide_password=hide_password)
+            name: render_url_env(
+                database,
+                template,
+                originals[name] or self.dotenv.get(name),
+                hide_password=hide_password,
+            )
             for name, template in self.templates.items()
         }
 
@@ -144,3 +155,26 @@ class UrlEnv:
             else:
                 self.environ[name] = value
         self._originals = None
+
+
+_DOTENV_LINE = re.compile(r"^\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$")
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Read ``KEY=value`` lines of a ``.env`` file (quotes stripped); {} if there is none."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        found = _DOTENV_LINE.match(line)
+        if found is None or line.lstrip().startswith("#"):
+            continue
+        value = found[2]
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        else:
+            value = value.split(" #", 1)[0].strip()
+        values[found[1]] = value
+    return values

@@ -1,0 +1,451 @@
+"""The database half of the plugin: a clone per worker, a sandbox per test.
+
+One :class:`WorkerDatabase` per pytest process drives the lower layers:
+``servers`` (the server), ``provision`` (template, worker clone, clones for
+``isolation="database"`` tests), ``ownership`` (one Sandbox over the worker
+clone) and the SQLAlchemy driver (routed engines). It holds no database
+logic of its own.
+
+When it starts:
+
+- ``url_env`` set: before conftest.py is imported, so apps that build engines
+  at import time see this worker's database;
+- ``migrate`` or ``engines`` set: when the session starts;
+- otherwise: when a test first asks for a database fixture.
+
+Under pytest-xdist the controller only builds the template (once, with
+progress in the terminal) and checks the budget; each worker makes its clone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .._exceptions import SandboxError
+from .._settings import Settings
+from ._marks import SandboxSpec, sandbox_spec
+from ._options import get_settings
+from ._summary import get_recorder
+from ._url_env import UrlEnv, read_dotenv
+from ._xdist import is_controller, is_worker, run_uid, worker_count
+
+if TYPE_CHECKING:
+    from .._urls import DatabaseURL
+    from ..ownership import Owner, Sandbox
+    from ..provision import Lease, Provisioner, Template
+    from ..servers import Server
+
+__all__ = ["SandboxHandle", "WorkerDatabase", "get_database"]
+
+_DATABASE_KEY = pytest.StashKey["WorkerDatabase"]()
+_KEEP_SERVER_ENV = "SQLSANDBOX_KEEP_SERVER"
+
+
+class SandboxHandle:
+    """What the ``sandbox`` fixture gives a test: its database and, if any, its owner.
+
+    ``owner`` is None under ``isolation="database"``: the test has a whole
+    clone, reached through plain connections, and no transaction to share.
+    """
+
+    def __init__(
+        self,
+        database: WorkerDatabase,
+        spec: SandboxSpec,
+        url: DatabaseURL,
+        owner: Owner | None,
+    ) -> None:
+        self._database = database
+        self.spec = spec
+        self.url = url
+        self.owner = owner
+
+    def __repr__(self) -> str:
+        return f"<SandboxHandle {self.spec.isolation} {self.url.masked()}>"
+
+    @property
+    def isolation(self) -> str:
+        """``"transaction"``, ``"database"`` or ``"none"``."""
+        return self.spec.isolation
+
+    @property
+    def mode(self) -> str:
+        """The ownership mode during this test."""
+        return self.spec.mode
+
+    @property
+    def sandbox(self) -> Sandbox:
+        """The worker's Sandbox (allow, join, unboxed, mode)."""
+        sandbox = self._database.sandbox
+        assert sandbox is not None
+        return sandbox
+
+    @property
+    def token(self) -> str | None:
+        """The owner's opaque token, to join from another thread or an HTTP request."""
+        return self.owner.token if self.owner is not None else None
+
+    def allow(self, target: Any) -> None:
+        """Let *target* (a task, a thread or a token string) use this test's connection."""
+        if self.owner is not None:
+            self.sandbox.allow(self.owner, target)
+
+    def engine(self, *, is_async: bool = False) -> Any:
+        """Return the engine the session fixtures use: the app's routed one, else sqlsandbox's."""
+        return self._database.engine(is_async=is_async)
+
+
+class WorkerDatabase:
+    """This process's server, template, clone, sandbox and routed engines."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        self.config = config
+        self.settings = settings
+        self.server: Server | None = None
+        self.provisioner: Provisioner | None = None
+        self.template: Template | None = None
+        self.clone: Lease | None = None
+        self.sandbox: Sandbox | None = None
+        self.url_env = UrlEnv(
+            settings.url_env,
+            dotenv=read_dotenv(config.rootpath / ".env") if settings.url_env else None,
+        )
+        #: Engines routed through the sandbox, the app's first, then sqlsandbox's own.
+        self.routed: list[Any] = []
+        self._own: dict[bool, Any] = {}
+        self._imported_engines = False
+        #: During an isolation="database" test: its URL, and the engine pools to restore.
+        self._test_url: DatabaseURL | None = None
+        self._swapped: list[tuple[Any, Any, Any]] = []
+        self.error: BaseException | None = None
+
+    # -- lifecycle --------------------------------------------------------------
+
+    @property
+    def url(self) -> DatabaseURL:
+        """URL of this worker's clone."""
+        if self.clone is None:
+            raise SandboxError("sqlsandbox has not made this worker's database yet.")
+        return self.clone.url
+
+    def open_template(self, report: Callable[[str], None] | None = None) -> None:
+        """Start the server and make sure the template exists (built at most once)."""
+        if self.template is not None:
+            return
+        from ..provision import Budget, Provisioner, TemplateSpec
+        from ..servers import open_server
+
+        recorder = get_recorder(self.config)
+        settings = self.settings
+        if settings.keep_server and settings.url is None:
+            # The embedded server reads this variable when its last user leaves.
+            os.environ.setdefault(_KEEP_SERVER_ENV, "1")
+        self.server = open_server(settings.url)
+        recorder.record_server(self.server.url, self.server.version())
+        warm = None if settings.warm_pool is None else {"test": settings.warm_pool}
+        self.provisioner = Provisioner(
+            self.server,
+            run_id=run_uid(self.config),
+            budget=Budget(max_databases=settings.max_databases, workers=worker_count(self.config)),
+            warm=warm,
+            adaptive=settings.warm_pool is None,
+            on_progress=report,
+        )
+        spec = TemplateSpec(
+            migrate=settings.migrate,
+            seed=settings.seed,
+            root=self.config.rootpath,
+            fingerprint_extra=settings.fingerprint_extra,
+            # Names whose value is the plain URL: migrations (alembic env.py) read them.
+            url_env=tuple(n for n, t in settings.url_env.items() if t == "{url}"),
+        )
+        if not is_worker(self.config):
+            # Once per run, before workers start: fail early if -n does not fit.
+            self.provisioner.check_budget()
+        self.template = self.provisioner.template(spec)
+        recorder.record_template(
+            self.template.fingerprint.short,
+            reused=not self.template.built,
+            seconds=self.template.build_s or 0.0,
+        )
+
+    def open(self, report: Callable[[str], None] | None = None) -> None:
+        """Make this worker's clone and its sandbox, and point ``url_env`` at it."""
+        if self.sandbox is not None:
+            return
+        from ..ownership import Sandbox
+
+        self.open_template(report)
+        assert self.provisioner is not None
+        self.clone = self.provisioner.clone("worker")
+        get_recorder(self.config).record_clone()
+        self.sandbox = Sandbox(
+            self.clone.url,
+            name=f"{self.clone.name} ({self.clone.url.masked()})",
+            ownership_timeout=self.settings.ownership_timeout,
+        )
+        if self.settings.url_env:
+            self.url_env.point(self.clone.url)
+
+    def ensure_open(self) -> WorkerDatabase:
+        """Open on first use; re-raise a failure of an earlier attempt."""
+        if self.error is not None:
+            raise self.error
+        try:
+            self.open()
+            self.route_configured_engines()
+        except BaseException as exc:
+            self.error = exc
+            raise
+        return self
+
+    def route_configured_engines(self) -> None:
+        """Import the engines named in ``engines`` and route them through the sandbox."""
+        if self._imported_engines or not self.settings.engines:
+            return
+        from ..sqlalchemy import import_engine
+
+        self._imported_engines = True
+        for spec in self.settings.engines:
+            self.route(import_engine(spec))
+
+    def route(self, engine: Any) -> None:
+        """Route *engine* (Engine or AsyncEngine) through this worker's sandbox."""
+        from ..sqlalchemy import install
+
+        assert self.sandbox is not None
+        install(engine, self.sandbox)
+        if not any(e is engine for e in self.routed):
+            self.routed.append(engine)
+            if self._test_url is not None:
+                self._swapped.append(_point_engine(engine, self._test_url))
+
+    def engine(self, *, is_async: bool) -> Any:
+        """Return the first routed engine of that kind, creating sqlsandbox's own if none."""
+        for engine in self.routed:
+            if hasattr(engine, "sync_engine") == is_async:
+                return engine
+        own = self._own.get(is_async)
+        if own is None:
+            own = self._own[is_async] = self._create_engine(is_async=is_async)
+            self.route(own)
+        return own
+
+    def _create_engine(self, *, is_async: bool) -> Any:
+        from ..provision._sources import async_scheme, sync_scheme
+
+        url = self.url
+        scheme = async_scheme(url.backend) if is_async else sync_scheme(url.backend)
+        if is_async:
+            from sqlalchemy.ext.asyncio import create_async_engine
+
+            return create_async_engine(url.with_scheme(scheme).render())
+        from sqlalchemy import create_engine
+
+        return create_engine(url.with_scheme(scheme).render())
+
+    def close(self) -> None:
+        """Give everything back: engines, sandbox, clones, server; restore ``url_env``."""
+        from ..sqlalchemy import uninstall
+
+        self.url_env.restore()
+        for engine in self.routed:
+            with contextlib.suppress(Exception):
+                uninstall(engine)
+        for engine in self._own.values():
+            with contextlib.suppress(Exception):
+                getattr(engine, "sync_engine", engine).dispose()
+        self.routed.clear()
+        self._own.clear()
+        if self.sandbox is not None:
+            self.sandbox.close()
+            self.sandbox = None
+        if self.clone is not None:
+            self.clone.release()
+            self.clone = None
+        if self.provisioner is not None:
+            self.provisioner.close()
+            self.provisioner = None
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        self.template = None
+
+    # -- per test -----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def test(self, name: str, spec: SandboxSpec) -> Iterator[SandboxHandle]:
+        """Isolate one test as *spec* says, for the duration of the block."""
+        if spec.isolation == "database":
+            with self._own_database(spec) as handle:
+                yield handle
+            return
+        sandbox = self.sandbox
+        assert sandbox is not None
+        owner = sandbox.checkout(lazy=True, sandbox=spec.isolation == "transaction", name=name)
+        if spec.mode == "shared":
+            sandbox.mode("shared", owner)
+        elif spec.mode == "auto":
+            sandbox.mode("auto")
+        try:
+            yield SandboxHandle(self, spec, self.url, owner)
+        finally:
+            used = owner.kind is not None
+            try:
+                sandbox.checkin(owner)
+            finally:
+                if spec.mode != "manual":
+                    sandbox.mode("manual")
+            if used:
+                get_recorder(self.config).record_test(spec.isolation)
+
+    @contextlib.contextmanager
+    def _own_database(self, spec: SandboxSpec) -> Iterator[SandboxHandle]:
+        """Give the test a fresh clone: env vars and routed engines point at it meanwhile."""
+        assert self.provisioner is not None
+        recorder = get_recorder(self.config)
+        started = time.perf_counter()
+        misses = sum(s.misses for s in self.provisioner.stats())
+        lease = self.provisioner.acquire("test")
+        waited = sum(s.misses for s in self.provisioner.stats()) > misses
+        recorder.record_warm_acquire(time.perf_counter() - started if waited else 0.0)
+        recorder.record_clone()
+        try:
+            # sqlsandbox's own engines are routed too (also those made during the
+            # test, see route()), so this covers the session fixtures.
+            self._test_url = lease.url
+            self._swapped = [_point_engine(engine, lease.url) for engine in self.routed]
+            if self.settings.url_env:
+                self.url_env.point(lease.url)
+            yield SandboxHandle(self, spec, lease.url, None)
+        finally:
+            self._test_url = None
+            swapped, self._swapped = self._swapped, []
+            for sync_engine, original_pool, temporary in swapped:
+                sync_engine.pool = original_pool
+                with contextlib.suppress(Exception):
+                    temporary.dispose()
+            if self.settings.url_env and self.clone is not None:
+                self.url_env.point(self.clone.url)
+            lease.release()
+            recorder.record_test("database")
+
+
+def _point_engine(engine: Any, url: DatabaseURL) -> tuple[Any, Any, Any]:
+    """Give *engine* a pool of plain connections to *url*; return what to undo."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    sync_engine = getattr(engine, "sync_engine", engine)
+    target = sync_engine.url.set(database=url.database)
+    if hasattr(engine, "sync_engine"):
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        # No pooling: connections close in the test's own event loop when returned.
+        temporary = create_async_engine(target, poolclass=NullPool).sync_engine
+    else:
+        temporary = create_engine(target, poolclass=NullPool)
+    original = sync_engine.pool
+    sync_engine.pool = temporary.pool
+    return sync_engine, original, temporary
+
+
+def get_database(config: pytest.Config) -> WorkerDatabase:
+    """Return this process's WorkerDatabase (created, not opened, on first call)."""
+    database = config.stash.get(_DATABASE_KEY, None)
+    if database is None:
+        database = config.stash[_DATABASE_KEY] = WorkerDatabase(config, get_settings(config))
+    return database
+
+
+def opened_database(config: pytest.Config) -> WorkerDatabase | None:
+    """Return this process's WorkerDatabase if its sandbox is open, else None."""
+    database = config.stash.get(_DATABASE_KEY, None)
+    return database if database is not None and database.sandbox is not None else None
+
+
+def stderr_report(config: pytest.Config) -> Callable[[str], None]:
+    """Return a progress callback that writes past pytest's output capture."""
+
+    def report(message: str) -> None:
+        capman = config.pluginmanager.getplugin("capturemanager")
+        context = capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
+        with context:
+            sys.stderr.write(f"sqlsandbox: {message}\n")
+            sys.stderr.flush()
+
+    return report
+
+
+# -- hooks ---------------------------------------------------------------------
+
+
+def _configured(settings: Settings) -> bool:
+    return bool(settings.migrate or settings.engines or settings.url_env)
+
+
+def _usage_error(exc: SandboxError) -> pytest.UsageError:
+    return pytest.UsageError(f"sqlsandbox: {exc}")
+
+
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    """With ``url_env``, make this worker's database before any conftest.py is imported."""
+    namespace = early_config.known_args_namespace
+    if namespace.help or namespace.version:
+        return
+    settings = get_settings(early_config)
+    if not settings.url_env or is_controller(early_config):
+        return
+    report = None if is_worker(early_config) else stderr_report(early_config)
+    try:
+        get_database(early_config).open(report)
+    except SandboxError as exc:
+        # Never let the app import with its own URL: it could write to a real database.
+        raise _usage_error(exc) from None
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Build the template (controller) or open the worker's database, when configured."""
+    config = session.config
+    if not _configured(get_settings(config)):
+        return
+    database = get_database(config)
+    try:
+        if is_controller(config):
+            # Before xdist starts the workers, so they find the template complete.
+            database.open_template(stderr_report(config))
+        else:
+            database.ensure_open()
+    except SandboxError as exc:
+        if not is_worker(config):
+            raise _usage_error(exc) from None
+        # In a worker the error is kept; every test that uses the database reports it.
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Keep clones ready for the isolation='database' tests this run collected."""
+    from ..provision import DEFAULT_WARM
+
+    database = opened_database(session.config)
+    if database is None or database.provisioner is None:
+        return
+    wanted = sum(1 for item in session.items if sandbox_spec(item).isolation == "database")
+    target = database.settings.warm_pool
+    target = DEFAULT_WARM.get("test", 0) if target is None else target
+    if wanted and target:
+        database.provisioner.prewarm("test", min(wanted, target))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Drop this process's clones and put the env vars back."""
+    database = config.stash.get(_DATABASE_KEY, None)
+    if database is not None:
+        database.close()
