@@ -17,7 +17,7 @@ import pymysql
 from psycopg.pq import TransactionStatus
 
 from sqlsandbox._urls import DatabaseURL
-from sqlsandbox.ownership import AsyncSQLAdapter, SQLAdapter, abort_transport
+from sqlsandbox.ownership import AsyncSQLAdapter, SQLAdapter, abort_transport, shutdown_socket
 
 
 class PsycopgAdapter(SQLAdapter):
@@ -39,7 +39,10 @@ class PsycopgAdapter(SQLAdapter):
         self.raw.close()
 
     def interrupt(self) -> None:
-        self.raw.cancel_safe(timeout=5)
+        try:
+            self.raw.cancel_safe(timeout=5)
+        finally:
+            shutdown_socket(self.raw.pgconn.socket)
 
 
 class PsycopgConnector:
@@ -202,7 +205,7 @@ class AsyncPsycopgAdapter(AsyncSQLAdapter):
         self.raw.pgconn.finish()
 
     def interrupt(self) -> None:
-        self.raw.pgconn.get_cancel_conn().cancel()
+        shutdown_socket(self.raw.pgconn.socket)
 
 
 class AsyncPsycopgConnector:

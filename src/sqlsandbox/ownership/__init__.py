@@ -22,8 +22,10 @@ from ._adapter import SQLAdapter as SQLAdapter
 from ._adapter import SyncAdapter as SyncAdapter
 from ._connection import Lease as Lease
 from ._ddl import implicit_commit as implicit_commit
+from ._ddl import transaction_control as transaction_control
 from ._host import HostLoop as HostLoop
 from ._host import abort_transport as abort_transport
+from ._host import shutdown_socket as shutdown_socket
 from ._owner import Owner as Owner
 from ._sandbox import Mode as Mode
 from ._sandbox import Sandbox as Sandbox
@@ -42,4 +44,6 @@ __all__ = [
     "SyncAdapter",
     "abort_transport",
     "implicit_commit",
+    "shutdown_socket",
+    "transaction_control",
 ]

@@ -412,6 +412,11 @@ class Lease:
             if verb is not None:
                 raise self._c.ddl_error(verb)
 
+    @property
+    def usable(self) -> bool:
+        """False once the owner ended or its connection was lost (then every turn raises)."""
+        return self._c._usable()
+
     # -- turns -----------------------------------------------------------------------
 
     def enter(self) -> None:
@@ -467,9 +472,9 @@ class Lease:
         if sp is None:
             return
         self._sp = None
-        if not sp.alive:
-            return
         c = self._c
+        if not sp.alive or (not commit and not c._usable()):
+            return  # a rollback on a connection that is gone has nothing left to undo
         c.enter()
         try:
             c.run(c.plan_commit(sp) if commit else c.plan_rollback(sp))
@@ -513,9 +518,9 @@ class Lease:
         if sp is None:
             return
         self._sp = None
-        if not sp.alive:
-            return
         c = self._c
+        if not sp.alive or (not commit and not c._usable()):
+            return  # a rollback on a connection that is gone has nothing left to undo
         if not c.enter_nowait():
             await c.aenter()
         try:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
+import socket
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["HostLoop", "abort_transport", "host_loop"]
+__all__ = ["HostLoop", "abort_transport", "host_loop", "shutdown_socket"]
 
 T = TypeVar("T")
 
@@ -103,3 +105,22 @@ def abort_transport(transport: asyncio.BaseTransport | None) -> None:
     if sock is not None:
         sock.close()
         transport._sock = None  # type: ignore[attr-defined]
+
+
+def shutdown_socket(fd: int) -> None:
+    """Shut down the connection behind socket *fd*, waking whoever reads it.
+
+    For ``interrupt()``: unlike a cancel request, which the server ignores
+    when the query has not started yet, this always ends a pending read
+    (the reader sees the connection close). Never raises.
+    """
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()

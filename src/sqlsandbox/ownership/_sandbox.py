@@ -152,7 +152,7 @@ class Sandbox:
         self._closed = False
         self._self_ref = weakref.ref(self)
         # What keeps an owner alive besides its handle in user code.
-        self._task_holders: dict[asyncio.Task[Any], Owner] = {}
+        self._task_holders: dict[asyncio.Task[Any], dict[str, Owner]] = {}
         self._tls = threading.local()
         # Owners collected without checkin, and how many of them were reaped.
         self._gone_counter = itertools.count(1)
@@ -291,8 +291,11 @@ class Sandbox:
         if task is not None:
             # The task keeps its owner until it is done (its done callbacks run
             # before whoever awaits it resumes).
-            self._task_holders[task] = handle
-            task.add_done_callback(self._task_holders.pop)
+            held = self._task_holders.get(task)
+            if held is None:
+                held = self._task_holders[task] = {}
+                task.add_done_callback(self._drop_task_holder)
+            held[state.token] = handle
         else:
             # Thread-local storage is freed when the thread ends.
             held = self._tls.__dict__.setdefault("owners", {})
@@ -456,12 +459,15 @@ class Sandbox:
         if state.finalizer is not None:
             state.finalizer.detach()
         task = state.task
-        if task is not None:
-            self._task_holders.pop(task, None)
-        held = self._tls.__dict__.get("owners")
+        held = (
+            self._task_holders.get(task) if task is not None else self._tls.__dict__.get("owners")
+        )
         if held is not None:
             held.pop(state.token, None)
         return True
+
+    def _drop_task_holder(self, task: asyncio.Task[Any]) -> None:
+        self._task_holders.pop(task, None)
 
     # -- owners that end without checkin, and timeouts -------------------------------
 
