@@ -57,7 +57,7 @@ def test_render_and_mask() -> None:
     recorder.record_warm_acquire(0.0)
     recorder.record_warm_acquire(0.010)
     assert recorder.render() == [
-        "server     postgresql://app:***@db:5432/postgres (version 15.19)",
+        "server     postgresql://app:***@db:5432/postgres, version 15.19",
         "template   abc123  built in 1.23 s",
         "clones     3",
         "tests      transaction 1, database 1",
@@ -100,7 +100,7 @@ def test_block_after_the_run(
     result.stdout.fnmatch_lines(
         [
             "*- sqlsandbox -*",
-            "server     postgresql://postgres:***@127.0.0.1:5432/postgres (version 15.19)",
+            "server     postgresql://postgres:***@127.0.0.1:5432/postgres, version 15.19",
             "template   3f9a1c2b7d8e  reused",
             f"clones     {clones}",
             "tests      transaction 6, database 3",

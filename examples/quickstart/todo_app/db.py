@@ -7,7 +7,10 @@ import os
 from sqlalchemy import create_engine
 from sqlalchemy.orm import sessionmaker
 
-DATABASE_URL = os.environ.get("DATABASE_URL", "sqlite:///todo.db")
+DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql+psycopg://todo@localhost:5432/todo")
+if DATABASE_URL.startswith("postgresql://"):
+    # Hosting platforms hand out URLs without a driver; this app uses psycopg 3.
+    DATABASE_URL = "postgresql+psycopg://" + DATABASE_URL.removeprefix("postgresql://")
 
 engine = create_engine(DATABASE_URL)
 SessionLocal = sessionmaker(engine, expire_on_commit=False)

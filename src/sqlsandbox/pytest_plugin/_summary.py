@@ -125,7 +125,7 @@ class RunRecorder:
         """Return the lines of the summary block."""
         lines: list[str] = []
         if self.server:
-            version = f" (version {self.server_version})" if self.server_version else ""
+            version = f", version {self.server_version}" if self.server_version else ""
             lines.append(f"server     {self.server}{version}")
         for record in self.templates.values():
             how = "reused" if record.reused else f"built in {record.seconds:.2f} s"

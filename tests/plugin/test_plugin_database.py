@@ -1,0 +1,325 @@
+"""The plugin wires a real database: configuration only, against a real PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from sqlsandbox._urls import DatabaseURL
+
+from .conftest import MakeProject
+
+# The app under test builds its engine at import time, from DATABASE_URL, in
+# a module that conftest.py imports: the hardest case for url_env.
+APP = """
+import os
+from sqlalchemy import create_engine
+from sqlalchemy.orm import sessionmaker
+
+engine = create_engine(os.environ["DATABASE_URL"])
+SessionLocal = sessionmaker(engine)
+"""
+
+ASYNC_APP = """
+import os
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+
+engine = create_async_engine(os.environ["ASYNC_DATABASE_URL"])
+SessionLocal = async_sessionmaker(engine)
+"""
+
+MODELS = """
+from sqlalchemy import String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Item(Base):
+    __tablename__ = "items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+"""
+
+CONFIG = """
+migrate = "metadata:models:Base.metadata"
+url_env = ["DATABASE_URL", "ASYNC_DATABASE_URL"]
+engines = ["app:engine"]
+"""
+
+SYNC_TESTS = """
+import os
+import threading
+
+import pytest
+from sqlalchemy import func, inspect, select, text
+
+from app import SessionLocal
+from models import Item
+from sqlsandbox import OwnershipError
+
+
+def count():
+    with SessionLocal() as session:
+        return session.scalar(select(func.count()).select_from(Item))
+
+
+@pytest.mark.parametrize("n", range(4))
+def test_commits_are_undone(n):
+    assert count() == 0
+    with SessionLocal() as session:
+        session.add_all([Item(name=f"item {i}") for i in range(n + 1)])
+        session.commit()
+    assert count() == n + 1
+
+
+def test_env_points_at_this_workers_database_keeping_each_driver(db_url):
+    sync, async_ = os.environ["DATABASE_URL"], os.environ["ASYNC_DATABASE_URL"]
+    assert sync.startswith("postgresql+psycopg://") and async_.startswith("postgresql+asyncpg://")
+    database = db_url.rsplit("/", 1)[1]
+    assert database.startswith("sqlsandbox_") and "_worker_" in database
+    assert sync.endswith("/" + database) and async_.endswith("/" + database)
+
+
+def test_db_session_shares_the_apps_transaction(db_session):
+    db_session.add(Item(name="from the fixture"))
+    db_session.commit()
+    assert count() == 1
+
+
+@pytest.mark.sandbox(isolation="database")
+def test_database_isolation_gets_its_own_clone(db_url, db_session):
+    assert "_test_" in db_url
+    assert os.environ["DATABASE_URL"].endswith(db_url.rsplit("/", 1)[1])
+    db_session.execute(text("ALTER TABLE items ADD COLUMN extra integer"))
+    db_session.commit()
+    with SessionLocal() as session:
+        # The app's engine follows the test to its clone.
+        columns = {c["name"] for c in inspect(session.connection()).get_columns("items")}
+    assert "extra" in columns
+
+
+def test_after_a_database_test_env_and_schema_are_back(db_url):
+    assert "_worker_" in os.environ["DATABASE_URL"]
+    with SessionLocal() as session:
+        columns = {c["name"] for c in inspect(session.connection()).get_columns("items")}
+    assert "extra" not in columns
+
+
+def test_a_thread_needs_an_allowance(sandbox):
+    errors = []
+
+    def work():
+        try:
+            count()
+        except OwnershipError as exc:
+            errors.append(str(exc))
+
+    thread = threading.Thread(target=work, name="stray-thread")
+    thread.start()
+    thread.join()
+    assert errors and "stray-thread" in errors[0]
+
+    allowed = threading.Thread(target=lambda: errors.append(count()), name="allowed")
+    sandbox.allow(allowed)
+    allowed.start()
+    allowed.join()
+    assert errors[-1] == 0
+
+
+@pytest.mark.sandbox(mode="shared")
+def test_shared_mode_lets_any_thread_in():
+    with SessionLocal() as session:
+        session.add(Item(name="main"))
+        session.commit()
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(count()))
+    thread.start()
+    thread.join()
+    assert seen == [1]
+
+
+def test_not_touching_the_database():
+    assert True
+"""
+
+UNITTEST_TESTS = """
+import unittest
+
+from sqlalchemy import func, select
+
+from app import SessionLocal
+from models import Item
+
+
+class TestWithUnittest(unittest.TestCase):
+    def test_one(self):
+        self.check_and_add()
+
+    def test_two(self):
+        self.check_and_add()
+
+    def check_and_add(self):
+        with SessionLocal() as session:
+            self.assertEqual(session.scalar(select(func.count()).select_from(Item)), 0)
+            session.add(Item(name="unittest"))
+            session.commit()
+"""
+
+
+@pytest.fixture
+def server_env(monkeypatch: pytest.MonkeyPatch, postgres_admin_url: DatabaseURL) -> DatabaseURL:
+    """Point inner runs at the test PostgreSQL; give the app env vars a form to keep."""
+    monkeypatch.setenv("SQLSANDBOX_URL", postgres_admin_url.render())
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://app:secret@prod.invalid/app")
+    monkeypatch.setenv("ASYNC_DATABASE_URL", "postgresql+asyncpg://app:secret@prod.invalid/app")
+    return postgres_admin_url
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
+def test_configuration_only_suite(
+    pytester: pytest.Pytester,
+    make_project: MakeProject,
+    server_env: DatabaseURL,
+    workers: list[str],
+) -> None:
+    make_project(
+        CONFIG,
+        app=APP,
+        models=MODELS,
+        conftest="import app  # the app, and its engine, exist before any test\n",
+        test_sync=SYNC_TESTS,
+        test_unit=UNITTEST_TESTS,
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", *workers)
+    result.assert_outcomes(passed=13)
+    result.stdout.fnmatch_lines(
+        [
+            "*- sqlsandbox -*",
+            f"server     {server_env.masked()}, version *",
+            "template   *",
+            # One clone per worker, one for the isolation="database" test.
+            f"clones     {3 if workers else 2}",
+            # Every test that touched the database; the others cost nothing.
+            "tests      transaction 10, database 1",
+            "warm pool  1 taken, *",
+        ]
+    )
+    assert "secret" not in result.stdout.str() + result.stderr.str()
+
+
+ASYNC_TESTS = """
+import pytest
+from sqlalchemy import func, select
+
+from async_app import SessionLocal
+from models import Item
+
+
+async def count(session):
+    return await session.scalar(select(func.count()).select_from(Item))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("n", range(2))
+async def test_asyncio_fixture_session(async_db_session, n):
+    assert await count(async_db_session) == 0
+    async_db_session.add(Item(name="a"))
+    await async_db_session.commit()
+    assert await count(async_db_session) == 1
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_module_loop_app_session():
+    async with SessionLocal() as session:
+        assert await count(session) == 0
+        session.add(Item(name="b"))
+        await session.commit()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_module_loop_again(async_db_session):
+    assert await count(async_db_session) == 0
+
+
+@pytest.mark.anyio
+async def test_anyio(async_db_session):
+    assert await count(async_db_session) == 0
+    async_db_session.add(Item(name="c"))
+    await async_db_session.flush()
+    assert await count(async_db_session) == 1
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+"""
+
+
+def test_async_sessions_with_pytest_asyncio_and_anyio(
+    pytester: pytest.Pytester, make_project: MakeProject, server_env: DatabaseURL
+) -> None:
+    make_project(
+        'migrate = "metadata:models:Base.metadata"\n'
+        'url_env = ["ASYNC_DATABASE_URL"]\n'
+        'engines = ["async_app:engine"]\n',
+        async_app=ASYNC_APP,
+        models=MODELS,
+        test_async=ASYNC_TESTS,
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=5)
+
+
+def test_lazy_without_configuration(
+    pytester: pytest.Pytester, make_project: MakeProject, server_env: DatabaseURL
+) -> None:
+    # Only a server: the database opens when a test first asks for it.
+    make_project(
+        test_lazy="""
+        from sqlalchemy import text
+
+        def test_without_database():
+            pass
+
+        def test_with_database(db_session):
+            db_session.execute(text("CREATE TABLE t (x int)"))
+            db_session.commit()
+
+        def test_table_is_gone(db_session):
+            assert db_session.execute(text("SELECT to_regclass('t')")).scalar() is None
+        """,
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["tests      transaction 2"])
+
+
+def test_unreachable_server_stops_the_run_before_the_app_is_imported(
+    pytester: pytest.Pytester, make_project: MakeProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SQLSANDBOX_URL", "postgresql://postgres:pw@127.0.0.1:9/postgres")
+    make_project(
+        'url_env = ["DATABASE_URL"]\n',
+        conftest="print('APP IMPORTED')\n",
+        test_x="def test_x():\n    pass\n",
+    )
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "APP IMPORTED" not in result.stdout.str()
+    result.stderr.fnmatch_lines(["ERROR: sqlsandbox: *127.0.0.1:9*"])
+    assert ":pw@" not in result.stderr.str()
+
+
+def test_bad_engine_setting_names_the_engine(
+    pytester: pytest.Pytester, make_project: MakeProject, server_env: DatabaseURL
+) -> None:
+    make_project(
+        'engines = ["models:engine"]\n',
+        models=MODELS,
+        test_x="def test_x():\n    pass\n",
+    )
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: sqlsandbox: Module 'models' has no attribute 'engine'*"])
