@@ -323,3 +323,48 @@ def test_bad_engine_setting_names_the_engine(
     result = pytester.runpytest_subprocess()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: sqlsandbox: Module 'models' has no attribute 'engine'*"])
+
+
+def test_url_env_table_form_and_dotenv(
+    pytester: pytest.Pytester,
+    make_project: MakeProject,
+    server_env: DatabaseURL,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An app configured by parts, with its dev settings in a .env file that
+    # pydantic-settings would read: real env vars set by sqlsandbox win.
+    monkeypatch.delenv("DATABASE_URL")
+    pytester.path.joinpath(".env").write_text(
+        "DATABASE_URL=postgresql+psycopg://dev:devpw@localhost/dev  # local dev\n"
+    )
+    make_project(
+        """
+        [tool.sqlsandbox.url_env]
+        DATABASE_URL = "{url}"
+        POSTGRES_SERVER = "{host}"
+        POSTGRES_PORT = "{port}"
+        POSTGRES_USER = "{user}"
+        POSTGRES_DB = "{database}"
+        """,
+        test_env="""
+        import os
+
+        def test_parts(db_url):
+            database = db_url.rsplit("/", 1)[1]
+            assert os.environ["POSTGRES_DB"] == database
+            assert os.environ["POSTGRES_SERVER"] == "127.0.0.1"
+            assert os.environ["POSTGRES_PORT"] == "5432"
+            assert os.environ["POSTGRES_USER"] == "postgres"
+            # The form written in .env (the psycopg driver) is kept.
+            assert os.environ["DATABASE_URL"].startswith("postgresql+psycopg://postgres@127.0.0.1")
+            assert os.environ["DATABASE_URL"].endswith("/" + database)
+        """,
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "sqlsandbox: DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/sqlsandbox_*",
+            "sqlsandbox: POSTGRES_SERVER=127.0.0.1",
+        ]
+    )

@@ -449,3 +449,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     database = config.stash.get(_DATABASE_KEY, None)
     if database is not None:
         database.close()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    """Say where the ``url_env`` variables point (passwords masked)."""
+    database = opened_database(config)
+    if database is None or not database.settings.url_env:
+        return None
+    values = database.url_env.values(database.url, hide_password=True)
+    return [f"sqlsandbox: {name}={value}" for name, value in values.items()]
