@@ -143,8 +143,13 @@ class SandboxPool(Pool):
         self._async_connector = _AsyncConnector(connector)
 
     def _do_get(self) -> ConnectionPoolEntry:
+        lease: Lease | None
         if self.is_async:
-            lease = await_(self.sandbox.alease(self._async_connector))
+            found = self.sandbox.lease_nowait(self._async_connector)
+            if found is False:
+                lease = await_(self.sandbox.alease(self._async_connector))
+            else:
+                lease = found
         else:
             lease = self.sandbox.lease(self._sync_connector)
         if lease is None:

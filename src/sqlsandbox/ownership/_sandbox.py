@@ -711,6 +711,25 @@ class Sandbox:
             )
         return Lease(conn)
 
+    def lease_nowait(self, connector: AsyncConnector) -> Lease | Literal[False] | None:
+        """Return what :meth:`alease` would, without I/O, or False if it has to open.
+
+        For drivers that run inside synchronous code on an event loop (such as
+        SQLAlchemy's greenlets): after the owner's connection is open, leases
+        need no round trip to the event loop.
+        """
+        state = self._resolve()
+        if state is None:
+            return None
+        conn = state.conn
+        if conn is None:
+            return False
+        if conn.kind != connector.kind:
+            raise self._two_drivers(state, conn.kind, connector.kind)
+        if conn.host is None and conn.loop is not None and conn.loop is not _running_loop():
+            return False  # alease() explains the loop mismatch
+        return Lease(conn)
+
     def _two_drivers(self, state: OwnerState, have: str, want: str) -> OwnershipError:
         return OwnershipError(
             f"Owner {state.name!r} already uses its connection through {have}; {want} "
