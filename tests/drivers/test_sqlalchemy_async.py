@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Iterator
 
 import httpx
@@ -239,3 +240,20 @@ def test_testclient_requests_of_a_sync_test_share_its_transaction(
     assert routed.committed(tag) == []
     with routed.sandbox.checkout(lazy=True):
         assert client.get(f"/items/{tag}").json() == []
+
+
+def test_each_event_loop_gets_a_working_connection(sync_test_engine: Routed, tag: str) -> None:
+    """Function-scoped event loops: a connection of a closed loop is replaced, quietly."""
+    routed = sync_test_engine
+
+    async def one_test(name: str) -> list[str]:
+        async with await routed.sandbox.acheckout(name=name):
+            async with AsyncSession(routed.engine) as session:
+                session.add(Item(name=tag + name))
+                await session.commit()
+                return list(await session.scalars(names_sql(tag)))
+
+    assert asyncio.run(one_test("first")) == [tag + "first"]
+    assert asyncio.run(one_test("second")) == [tag + "second"]
+    gc.collect()  # a connection left to the garbage collector would warn here
+    assert routed.committed(tag) == []
