@@ -14,6 +14,7 @@ uses the database, so tests that never touch it pay nothing.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -53,21 +54,43 @@ def sqlsandbox_database(pytestconfig: pytest.Config) -> WorkerDatabase:
     return get_database(pytestconfig).ensure_open()
 
 
+_HANDLE_KEY = pytest.StashKey[SandboxHandle]()
+
+
+@contextlib.contextmanager
+def _isolated(request: pytest.FixtureRequest, database: WorkerDatabase) -> Iterator[SandboxHandle]:
+    item = request.node
+    with database.test(item.nodeid, sandbox_spec(item)) as handle:
+        item.stash[_HANDLE_KEY] = handle
+        try:
+            yield handle
+        finally:
+            del item.stash[_HANDLE_KEY]
+
+
+@pytest.fixture(autouse=True)
+def _sqlsandbox_isolation(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Give every test its sandbox once the worker's database is open (lazy: no I/O)."""
+    database = opened_database(request.config)
+    if database is None:
+        yield
+        return
+    with _isolated(request, database):
+        yield
+
+
 @pytest.fixture
 def sandbox(
     request: pytest.FixtureRequest, sqlsandbox_database: WorkerDatabase
 ) -> Iterator[SandboxHandle]:
     """Isolate this test as its ``sandbox`` mark (or the settings) say; yield its handle."""
-    spec = sandbox_spec(request.node)
-    with sqlsandbox_database.test(request.node.nodeid, spec) as handle:
+    handle = request.node.stash.get(_HANDLE_KEY, None)
+    if handle is not None:
         yield handle
-
-
-@pytest.fixture(autouse=True)
-def _sqlsandbox_isolation(request: pytest.FixtureRequest) -> None:
-    """Give every test its sandbox once the worker's database is open (lazy, no I/O)."""
-    if opened_database(request.config) is not None:
-        request.getfixturevalue("sandbox")
+        return
+    # The database opened just now, for this test: isolate it here.
+    with _isolated(request, sqlsandbox_database) as handle:
+        yield handle
 
 
 @pytest.fixture
