@@ -131,6 +131,8 @@ def make_provisioner(
     def make(**kwargs: Any) -> Provisioner:
         kwargs.setdefault("registry_database", registry_name)
         kwargs.setdefault("cache_dir", cache_dir)
+        # No spare clones unless a test asks: they would only cost creates and drops.
+        kwargs.setdefault("warm", {})
         provisioner = Provisioner(server, **kwargs)
         made.append(provisioner)
         return provisioner

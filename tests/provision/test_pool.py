@@ -52,6 +52,7 @@ def test_warm_pool_hands_out_ready_clones_and_refills(
         assert query(fresh.url, "SELECT count(*) FROM users") == [(2,)]
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
 def test_an_empty_pool_grows_within_max_warm(
     make_provisioner: MakeProvisioner, spec: TemplateSpec
 ) -> None:
@@ -70,6 +71,7 @@ def test_an_empty_pool_grows_within_max_warm(
     assert len({first.name, second.name, third.name, fourth.name}) == 4
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
 def test_a_worker_clone_is_made_on_demand_without_spares(
     make_provisioner: MakeProvisioner, spec: TemplateSpec
 ) -> None:
@@ -82,6 +84,7 @@ def test_a_worker_clone_is_made_on_demand_without_spares(
     assert query(lease.url, "SELECT count(*) FROM orders") == [(0,)]
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
 def test_recycled_clone_is_handed_out_again(
     make_provisioner: MakeProvisioner, server: Server, spec: TemplateSpec
 ) -> None:
@@ -110,6 +113,7 @@ def test_clone_bypasses_the_pool_and_close_drops_everything(
         provisioner.acquire("test")
 
 
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
 def test_acquire_beyond_the_database_budget_waits_then_says_what_to_change(
     make_provisioner: MakeProvisioner, spec: TemplateSpec
 ) -> None:

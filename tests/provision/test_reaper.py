@@ -144,6 +144,7 @@ def test_databases_sqlsandbox_did_not_register_survive_reap_and_prune(
         server.drop_database(unregistered)
 
 
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
 def test_prune_drops_unused_templates_but_keeps_the_newest_when_asked(
     make_provisioner: MakeProvisioner, server: Server, spec: TemplateSpec, tmp_path: Path
 ) -> None:
@@ -161,6 +162,7 @@ def test_prune_drops_unused_templates_but_keeps_the_newest_when_asked(
     assert [server.database_exists(n) for n in names] == [False, False, True]
 
 
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
 def test_heartbeat_keeps_a_remote_looking_owner_alive(
     make_provisioner: MakeProvisioner, spec: TemplateSpec
 ) -> None:

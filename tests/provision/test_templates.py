@@ -78,6 +78,7 @@ def test_changed_migration_builds_a_new_template_and_drops_the_old(
     assert not server.database_exists(old.name)
 
 
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
 def test_old_template_in_use_by_a_live_run_is_kept(
     make_provisioner: MakeProvisioner, server: Server, backend: str, tmp_path: Path
 ) -> None:
@@ -120,9 +121,8 @@ def test_callable_source_receives_the_template_url(
         assert query(lease.url, "SELECT count(*) FROM things") == [(0,)]
 
 
-def test_callable_fingerprint_follows_its_module_source(
-    server: Server, backend: str, tmp_path: Path
-) -> None:
+def test_callable_fingerprint_follows_its_module_source(tmp_path: Path) -> None:
+    backend = "postgresql"
     module = _module(tmp_path, "def migrate(url):\n    pass\n")
     spec = TemplateSpec(migrate=f"{module}:migrate", root=tmp_path)
     before = compute_fingerprint(spec, backend=backend, server_version="1")
@@ -264,3 +264,18 @@ def test_fingerprint_extra_globs_invalidate(tmp_path: Path) -> None:
             backend="postgresql",
             server_version="15",
         )
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_template_dropped_by_hand_is_rebuilt(
+    make_provisioner: MakeProvisioner, server: Server, backend: str, tmp_path: Path
+) -> None:
+    write_sql_project(tmp_path, backend)
+    spec = TemplateSpec(migrate="sql:sql", root=tmp_path)
+    first = make_provisioner()
+    old = first.template(spec)
+    first.close()
+    server.drop_database(old.name)
+    rebuilt = make_provisioner().template(spec)
+    assert rebuilt.built and rebuilt.name != old.name
+    assert [r.name for r in make_provisioner().registry.databases(kind="tpl")] == [rebuilt.name]
