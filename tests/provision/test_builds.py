@@ -297,3 +297,31 @@ def test_build_lock_timeout_says_who_holds_it(
         child.stdin.write("\n")
         code, err = _finish(child)
         assert code == 0, err
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "mariadb", "sqlite"])
+def test_server_lock_without_timeout_waits_for_the_holder(
+    make_provisioner: MakeProvisioner,
+) -> None:
+    import threading
+
+    registry = make_provisioner().registry
+    order: list[str] = []
+    with registry.server_lock("k", timeout=None) as held:
+        assert held
+        # Another holder must wait, not fail at once (MariaDB's GET_LOCK(-1) would).
+        with registry.server_lock("k", timeout=0) as other:
+            assert not other
+        started = threading.Event()
+
+        def second() -> None:
+            started.set()
+            with registry.server_lock("k", timeout=None) as got:
+                order.append(f"second {got}")
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        started.wait(10)
+        order.append("first releases")
+    thread.join(30)
+    assert order == ["first releases", "second True"]

@@ -163,6 +163,9 @@ def owner_alive(row: OwnerRow, *, now: float, stale_after: float) -> bool:
     return now - row.heartbeat_at < stale_after
 
 
+_FOREVER_S = 365 * 24 * 3600
+
+
 def _database_row(r: tuple[Any, ...]) -> DatabaseRow:
     return DatabaseRow(
         name=r[0],
@@ -474,8 +477,9 @@ class Registry:
                     raise
                 return True
             name = f"sqlsandbox_{hashlib.sha256(key.encode()).hexdigest()[:40]}"
-            # MariaDB treats a negative timeout as "wait for ever".
-            cur.execute("SELECT GET_LOCK(%s, %s)", (name, -1 if timeout is None else timeout))
+            # MariaDB answers NULL at once to a negative timeout: "for ever" is a year.
+            wait = _FOREVER_S if timeout is None else timeout
+            cur.execute("SELECT GET_LOCK(%s, %s)", (name, wait))
             return bool(cur.fetchone()[0])
         finally:
             cur.close()
