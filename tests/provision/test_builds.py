@@ -312,6 +312,8 @@ def test_server_lock_without_timeout_waits_for_the_holder(
         # Another holder must wait, not fail at once (MariaDB's GET_LOCK(-1) would).
         with registry.server_lock("k", timeout=0) as other:
             assert not other
+        with registry.server_lock("k", timeout=0.2) as other:
+            assert not other
         started = threading.Event()
 
         def second() -> None:
