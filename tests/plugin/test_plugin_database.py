@@ -210,6 +210,8 @@ def test_configuration_only_suite(
 
 
 ASYNC_TESTS = """
+import unittest
+
 import pytest
 from sqlalchemy import func, select
 
@@ -254,10 +256,24 @@ async def test_anyio(async_db_session):
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
+
+
+class TestIsolatedAsyncio(unittest.IsolatedAsyncioTestCase):
+    async def test_one(self):
+        await self.check_and_add()
+
+    async def test_two(self):
+        await self.check_and_add()
+
+    async def check_and_add(self):
+        async with SessionLocal() as session:
+            self.assertEqual(await count(session), 0)
+            session.add(Item(name="unittest"))
+            await session.commit()
 """
 
 
-def test_async_sessions_with_pytest_asyncio_and_anyio(
+def test_async_sessions_with_pytest_asyncio_anyio_and_unittest(
     pytester: pytest.Pytester, make_project: MakeProject, server_env: DatabaseURL
 ) -> None:
     make_project(
@@ -269,7 +285,7 @@ def test_async_sessions_with_pytest_asyncio_and_anyio(
         test_async=ASYNC_TESTS,
     )
     result = pytester.runpytest_subprocess("-p", "no:randomly")
-    result.assert_outcomes(passed=5)
+    result.assert_outcomes(passed=7)
 
 
 def test_lazy_without_configuration(

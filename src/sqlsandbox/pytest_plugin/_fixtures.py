@@ -60,12 +60,34 @@ _HANDLE_KEY = pytest.StashKey[SandboxHandle]()
 @contextlib.contextmanager
 def _isolated(request: pytest.FixtureRequest, database: WorkerDatabase) -> Iterator[SandboxHandle]:
     item = request.node
-    with database.test(item.nodeid, sandbox_spec(item)) as handle:
+    with (
+        database.test(item.nodeid, sandbox_spec(item)) as handle,
+        _joined_by_testcase(request, handle),
+    ):
         item.stash[_HANDLE_KEY] = handle
         try:
             yield handle
         finally:
             del item.stash[_HANDLE_KEY]
+
+
+@contextlib.contextmanager
+def _joined_by_testcase(request: pytest.FixtureRequest, handle: SandboxHandle) -> Iterator[None]:
+    """Let an IsolatedAsyncioTestCase's event loop use the test's connection.
+
+    Its loop runs in a context copied when pytest made the TestCase, before
+    any fixture ran, so it would not inherit the owner: join it there.
+    """
+    context = getattr(request.instance, "_asyncioTestContext", None)
+    if context is None or handle.owner is None:
+        yield
+        return
+    joined = handle.sandbox.join(handle.owner)
+    context.run(joined.__enter__)
+    try:
+        yield
+    finally:
+        context.run(joined.__exit__, None, None, None)
 
 
 @pytest.fixture(autouse=True)
