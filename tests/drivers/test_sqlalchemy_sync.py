@@ -276,3 +276,33 @@ def test_import_engine_reads_the_engines_setting() -> None:
         import_engine("sqlalchemy:nope")
     with pytest.raises(ConfigError, match=r"not a SQLAlchemy Engine"):
         import_engine("sqlalchemy:text")
+
+
+def test_owner_ending_while_a_thread_is_mid_query(routed: Routed) -> None:
+    if routed.backend == "sqlite":
+        pytest.skip("needs a query that waits on a server")
+    sleep = "SELECT pg_sleep(30)" if routed.backend == "postgresql" else "SELECT SLEEP(30)"
+    owner = routed.sandbox.checkout(name="test_mid_query_thread")
+    started = threading.Event()
+    outcome: list[BaseException] = []
+
+    def client() -> None:
+        try:
+            with Session(routed.engine) as session:
+                session.execute(text("SELECT 1"))
+                started.set()
+                session.execute(text(sleep))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=client, name="slow-client")
+    routed.sandbox.allow(owner, thread)
+    thread.start()
+    started.wait()
+    routed.sandbox.checkin(owner)
+    thread.join(30)
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], OwnershipError), outcome
+    assert "'test_mid_query_thread' checked in" in str(outcome[0])
+    with routed.sandbox.checkout(), routed.engine.connect() as conn:
+        assert conn.scalar(text("SELECT 1")) == 1

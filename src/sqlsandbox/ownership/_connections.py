@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ConnectionsMixin"]
 
+#: Seconds a rollback on another thread's event loop may take before the
+#: connection is dropped instead (the server then rolls back on its own).
+_RELEASE_TIMEOUT = 30.0
+
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
@@ -337,8 +341,20 @@ class ConnectionsMixin:
         if loop is None:
             return host_loop().run_sync(coro)
         if conn.host is not None or (loop.is_running() and loop is not _running_loop()):
-            return asyncio.run_coroutine_threadsafe(coro, loop).result()
-        if not loop.is_closed() and not loop.is_running() and _running_loop() is None:
+            future = asyncio.run_coroutine_threadsafe(coro, loop)
+            try:
+                # Bounded: that loop may be blocked, waiting on this very thread.
+                return future.result(timeout=_RELEASE_TIMEOUT)
+            except TimeoutError:
+                future.cancel()
+                return self._abandon(conn)
+        if (
+            not loop.is_closed()
+            and not loop.is_running()
+            and _running_loop() is None
+            and threading.current_thread() is threading.main_thread()
+        ):
+            # An idle loop of the main thread (pytest-asyncio's, between tests).
             return loop.run_until_complete(coro)
         coro.close()
         return self._abandon(conn)
