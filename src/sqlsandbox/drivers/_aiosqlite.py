@@ -1,0 +1,362 @@
+"""aiosqlite used directly, in a sandbox: the asyncio twin of :mod:`._sqlite`.
+
+``aiosqlite.connect()`` of the routed file returns (awaited, or entered with
+``async with``) a proxy of the calling code's owner connection, itself an
+aiosqlite connection opened with ``isolation_level=None``. Transactions follow
+sqlite3's legacy model exactly as in :mod:`._sqlite`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from ..ownership import AsyncSQLAdapter
+from ._direct import OwnerCheck, internal_caller
+from ._sqlite import ROUTES, control_of, implicit_begin, path_of, server_kwargs, split_script
+
+if TYPE_CHECKING:
+    from ..ownership import Lease
+    from ._direct import Route, Routes
+
+__all__ = ["AKIND", "AiosqliteConnector", "AsyncSandboxConnection", "apply"]
+
+AKIND = "aiosqlite"
+_ORIGINAL: dict[str, Any] = {}
+
+
+class AiosqliteAdapter(AsyncSQLAdapter):
+    """An aiosqlite connection (sqlite3 in a worker thread); usable from any event loop."""
+
+    def __init__(self, raw: Any) -> None:
+        super().__init__(raw, kind=AKIND, dialect="sqlite")
+
+    async def execute(self, sql: str) -> None:
+        await self.raw.execute_fetchall(sql)
+
+    def in_transaction(self) -> bool:
+        return not self.is_broken() and bool(self.raw.in_transaction)
+
+    def is_broken(self) -> bool:
+        return self.raw._connection is None
+
+    async def close(self) -> None:
+        await self.raw.close()
+        thread = getattr(self.raw, "_thread", None)
+        if thread is not None:
+            # Its worker thread resolved close() and is returning: wait for it, so
+            # that nothing outlives the sandbox (leak checks would see it).
+            thread.join(5)
+
+    def discard(self) -> None:
+        self.raw.stop()
+
+    def interrupt(self) -> None:
+        conn = self.raw._connection
+        if conn is not None:
+            conn.interrupt()  # sqlite3's interrupt may be called from any thread
+
+
+class AiosqliteConnector:
+    """Open the owner's aiosqlite connection to the file the app asked for."""
+
+    is_async: ClassVar[Literal[True]] = True
+    kind = AKIND
+    loop_bound = False
+
+    def __init__(self, database: Any, kwargs: dict[str, Any]) -> None:
+        self.database = database
+        self.kwargs = server_kwargs(kwargs)
+        self.kwargs.pop("iter_chunk_size", None)
+
+    async def connect(self) -> AiosqliteAdapter:
+        raw = await _ORIGINAL["connect"](
+            self.database, isolation_level=None, check_same_thread=False, **self.kwargs
+        )
+        return AiosqliteAdapter(raw)
+
+
+class _Result:
+    """What aiosqlite's methods return: awaitable, or usable with ``async with``."""
+
+    __slots__ = ("_coro", "_obj")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self._coro = coro
+        self._obj: Any = None
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._coro.__await__()
+
+    async def __aenter__(self) -> Any:
+        self._obj = await self._coro
+        return self._obj
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        close = getattr(self._obj, "close", None)
+        if isinstance(self._obj, AsyncSandboxCursor) and close is not None:
+            await close()
+
+
+class AsyncSandboxConnection:
+    """An owner's aiosqlite connection as one ``aiosqlite.connect()`` of the app sees it."""
+
+    __slots__ = (
+        "__weakref__",
+        "_check",
+        "_closed",
+        "_connector",
+        "_lease",
+        "_raw",
+        "_route",
+        "isolation_level",
+        "row_factory",
+        "text_factory",
+    )
+
+    def __init__(
+        self, lease: Lease, route: Route, connector: AiosqliteConnector, kwargs: dict[str, Any]
+    ) -> None:
+        self._lease = lease
+        self._raw: Any = lease.raw
+        self._route = route
+        self._connector = connector
+        self._check = OwnerCheck(route.sandbox, AKIND)
+        self._closed = False
+        self.isolation_level: str | None = kwargs.get("isolation_level", "")
+        self.row_factory: Any = None
+        self.text_factory: Any = str
+
+    def __repr__(self) -> str:
+        return f"<sqlsandbox aiosqlite connection of owner {self._lease.owner_name!r}>"
+
+    async def _denied(self) -> None:
+        if self._closed:
+            raise ValueError("Connection closed")
+        sandbox = self._route.sandbox
+        if sandbox.current_owner() is None:
+            await sandbox.alease(self._connector)  # raises the sandbox's own error
+        raise self._check.error(self._lease)
+
+    async def _run(self, fn: Callable[..., Any], sql: Any, args: tuple[Any, ...]) -> Any:
+        if self._closed or not self._check.ok():
+            await self._denied()
+        lease = self._lease
+        if type(sql) is str:
+            verb = control_of(sql)
+            if verb is not None:
+                await self._control(verb)
+                return None
+            if self.isolation_level is not None and not lease.in_transaction:
+                if implicit_begin(sql):
+                    await lease.abegin()
+        if not lease.enter_nowait():
+            await lease.aenter()
+        try:
+            raw = self._raw
+            if raw.row_factory is not self.row_factory:
+                raw.row_factory = self.row_factory
+            if raw.text_factory is not self.text_factory:
+                raw.text_factory = self.text_factory
+            result = await fn(*args)
+        except BaseException as exc:
+            lease.exit_with(exc)
+            raise
+        lease.exit(check=True)
+        return result
+
+    async def _control(self, verb: str) -> None:
+        lease = self._lease
+        if verb == "begin":
+            if lease.in_transaction:
+                raise sqlite3.OperationalError("cannot start a transaction within a transaction")
+            await lease.abegin()
+        elif verb == "commit":
+            await lease.acommit()
+        elif verb == "rollback":
+            await lease.arollback()
+
+    async def _cursor(self) -> AsyncSandboxCursor:
+        if self._closed:
+            raise ValueError("Connection closed")
+        cursor = await self._raw.cursor()
+        cursor.row_factory = self.row_factory
+        return AsyncSandboxCursor(self, cursor)
+
+    # -- the aiosqlite.Connection interface ----------------------------------------------
+
+    def cursor(self) -> _Result:
+        return _Result(self._cursor())
+
+    def execute(self, sql: str, parameters: Any = None) -> _Result:
+        return _Result(self._execute("execute", sql, parameters))
+
+    def executemany(self, sql: str, parameters: Any) -> _Result:
+        return _Result(self._execute("executemany", sql, parameters))
+
+    def executescript(self, script: str) -> _Result:
+        return _Result(self._execute("executescript", script, None))
+
+    async def _execute(self, method: str, sql: str, parameters: Any) -> AsyncSandboxCursor:
+        cursor = await self._cursor()
+        if parameters is None:
+            await getattr(cursor, method)(sql)
+        else:
+            await getattr(cursor, method)(sql, parameters)
+        return cursor
+
+    def execute_fetchall(self, sql: str, parameters: Any = None) -> _Result:
+        async def run() -> Any:
+            cursor = await self._execute("execute", sql, parameters)
+            try:
+                return await cursor.fetchall()
+            finally:
+                await cursor.close()
+
+        return _Result(run())
+
+    async def execute_insert(self, sql: str, parameters: Any = None) -> Any:
+        cursor = await self._execute("execute", sql, parameters)
+        try:
+            await cursor.execute("SELECT last_insert_rowid()")
+            return await cursor.fetchone()
+        finally:
+            await cursor.close()
+
+    async def commit(self) -> None:
+        if self._closed or not self._check.ok():
+            await self._denied()
+        await self._lease.acommit()
+
+    async def rollback(self) -> None:
+        if self._closed or not self._check.ok():
+            await self._denied()
+        await self._lease.arollback()
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._lease.in_transaction
+
+    @property
+    def total_changes(self) -> int:
+        return int(self._raw.total_changes)
+
+    async def close(self) -> None:
+        """Give the owner's connection back, rolling back what this proxy left open."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._lease.aclose()
+
+    async def __aenter__(self) -> AsyncSandboxConnection:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __await__(self) -> Generator[Any, None, AsyncSandboxConnection]:
+        return self._ready().__await__()
+
+    async def _ready(self) -> AsyncSandboxConnection:
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+class AsyncSandboxCursor:
+    """A real aiosqlite cursor of the owner's connection; statements go through the proxy."""
+
+    __slots__ = ("_conn", "_cursor")
+    _conn: AsyncSandboxConnection
+    _cursor: Any
+
+    def __init__(self, conn: AsyncSandboxConnection, cursor: Any) -> None:
+        object.__setattr__(self, "_conn", conn)
+        object.__setattr__(self, "_cursor", cursor)
+
+    @property
+    def connection(self) -> AsyncSandboxConnection:
+        return self._conn
+
+    async def execute(self, sql: str, parameters: Any = None) -> AsyncSandboxCursor:
+        args = (sql,) if parameters is None else (sql, parameters)
+        await self._conn._run(self._cursor.execute, sql, args)
+        return self
+
+    async def executemany(self, sql: str, parameters: Any) -> AsyncSandboxCursor:
+        await self._conn._run(self._cursor.executemany, sql, (sql, parameters))
+        return self
+
+    async def executescript(self, script: str) -> AsyncSandboxCursor:
+        conn = self._conn
+        if conn.isolation_level is not None and conn._lease.in_transaction:
+            await conn.commit()  # sqlite3 commits a pending transaction before a script
+        for statement in split_script(script):
+            await conn._run(self._cursor.execute, statement, (statement,))
+        return self
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        async for row in self._cursor:
+            yield row
+
+    async def __aenter__(self) -> AsyncSandboxCursor:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._cursor.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._cursor, name, value)
+
+
+class _Pending:
+    """What ``aiosqlite.connect()`` returns for the routed file: await it or ``async with``."""
+
+    __slots__ = ("_conn", "_database", "_kwargs", "_route")
+
+    def __init__(self, route: Route, database: Any, kwargs: dict[str, Any]) -> None:
+        self._route = route
+        self._database = database
+        self._kwargs = kwargs
+        self._conn: Any = None
+
+    async def _connect(self) -> Any:
+        connector = AiosqliteConnector(self._database, self._kwargs)
+        lease = await self._route.sandbox.alease(connector)
+        if lease is None:  # auto mode or unboxed: a plain connection, as the app asked
+            return await _ORIGINAL["connect"](self._database, **self._kwargs)
+        return AsyncSandboxConnection(lease, self._route, connector, self._kwargs)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._connect().__await__()
+
+    async def __aenter__(self) -> Any:
+        self._conn = await self._connect()
+        return self._conn
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._conn.close()
+
+
+def connect(database: Any, **kwargs: Any) -> Any:
+    """Stand-in for ``aiosqlite.connect``: the routed file gets the owner's connection."""
+    if not internal_caller(sys._getframe(1)):
+        route = ROUTES.find(path_of(database, kwargs.get("uri", False)))
+        if route is not None:
+            return _Pending(route, database, kwargs)
+    return _ORIGINAL["connect"](database, **kwargs)
+
+
+def apply(routes: Routes) -> None:
+    """Patch ``aiosqlite.connect`` (called when the sqlite routes are first installed)."""
+    import aiosqlite
+
+    _ORIGINAL["connect"] = aiosqlite.connect
+    routes.patch_references(aiosqlite.connect, connect, skip=("aiosqlite",))
+    routes.patch(aiosqlite, "connect", connect)

@@ -1,0 +1,432 @@
+"""sqlite3 (and, through :mod:`._aiosqlite`, aiosqlite) used directly, in a sandbox.
+
+``sqlite3.connect()`` of the routed database file returns a proxy of the
+calling code's owner connection. The module's legacy transaction model is
+kept: with an ``isolation_level`` (the default) an INSERT / UPDATE / DELETE /
+REPLACE opens the app's transaction (a savepoint) and ``commit()`` /
+``rollback()`` / ``with conn:`` end it; with ``isolation_level=None`` the app's
+own ``BEGIN`` / ``COMMIT`` / ``ROLLBACK`` statements become savepoints.
+``executescript()`` runs statement by statement instead of committing first.
+SQLite undoes a failing statement by itself, so no per-statement savepoint is
+needed. ``close()`` gives the connection back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import sys
+import weakref
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..ownership import SQLAdapter, transaction_control
+from ._direct import OwnerCheck, Route, Routes, internal_caller, require_database
+
+if TYPE_CHECKING:
+    from ..ownership import Lease, Sandbox
+
+__all__ = [
+    "KIND",
+    "ROUTES",
+    "SandboxConnection",
+    "install",
+    "is_installed",
+    "path_of",
+    "split_script",
+    "uninstall",
+]
+
+KIND = "sqlite3"
+#: connect() arguments that shape the app's view, not the file connection.
+PROXY_ONLY = ("isolation_level", "check_same_thread", "factory", "autocommit")
+_ORIGINAL: dict[str, Any] = {}
+#: Statements before which sqlite3's legacy mode opens a transaction implicitly.
+_DML = re.compile(
+    r"\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*(?:INSERT|UPDATE|DELETE|REPLACE)\b", re.I | re.S
+)
+
+
+#: SQLite's own BEGIN forms, which the ownership layer's classifier does not know.
+_SQLITE_BEGIN = re.compile(
+    r"\s*BEGIN\s+(?:DEFERRED|IMMEDIATE|EXCLUSIVE)(?:\s+TRANSACTION)?\s*;?\s*$", re.I
+)
+
+
+def control_of(sql: str) -> str | None:
+    """Classify a raw transaction statement of SQLite: begin, commit, rollback or None."""
+    verb = transaction_control(sql)
+    if verb is None and _SQLITE_BEGIN.match(sql):
+        return "begin"
+    return verb
+
+
+def implicit_begin(sql: str) -> bool:
+    """Return whether sqlite3's legacy mode would BEGIN before *sql*."""
+    return _DML.match(sql) is not None
+
+
+def path_of(database: Any, uri: bool = False) -> str | None:
+    """Return the real path of the file a connect call opens, or None (memory, temp)."""
+    if isinstance(database, bytes):
+        database = os.fsdecode(database)
+    database = os.fspath(database)
+    if uri and database.startswith("file:"):
+        parts = urlsplit(database)
+        if parse_qs(parts.query).get("mode") == ["memory"]:
+            return None
+        database = unquote(parts.path)
+    if database in ("", ":memory:"):
+        return None
+    return str(os.path.realpath(database))
+
+
+def split_script(script: str) -> Iterator[str]:
+    """Yield the statements of *script* one by one (SQLite decides where each ends)."""
+    buffer = ""
+    for piece in script.split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \t\r\n;"):
+                yield buffer
+            buffer = ""
+    rest = buffer[:-1]
+    if rest.strip():
+        yield rest
+
+
+def server_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if k not in PROXY_ONLY}
+
+
+# -- ownership adapter and connector ---------------------------------------------------
+
+
+class SQLiteAdapter(SQLAdapter):
+    """A sqlite3 connection in autocommit mode, shared by the owner's threads in turns."""
+
+    def __init__(self, raw: sqlite3.Connection) -> None:
+        super().__init__(raw, kind=KIND, dialect="sqlite")
+
+    def execute(self, sql: str) -> None:
+        self.raw.execute(sql)
+
+    def in_transaction(self) -> bool:
+        return bool(self.raw.in_transaction)
+
+    def is_broken(self) -> bool:
+        try:
+            self.raw.total_changes  # noqa: B018 - raises once the connection is closed
+        except sqlite3.ProgrammingError:
+            return True
+        return False
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def interrupt(self) -> None:
+        self.raw.interrupt()
+
+
+class SQLiteConnector:
+    """Open the owner's connection to the file the app asked for."""
+
+    is_async: ClassVar[Literal[False]] = False
+    kind = KIND
+
+    def __init__(self, database: Any, kwargs: dict[str, Any]) -> None:
+        self.database = database
+        self.kwargs = server_kwargs(kwargs)
+
+    def connect(self) -> SQLiteAdapter:
+        raw = _ORIGINAL["connect"](
+            self.database, isolation_level=None, check_same_thread=False, **self.kwargs
+        )
+        return SQLiteAdapter(raw)
+
+
+# -- the proxy ---------------------------------------------------------------------------
+
+
+class SandboxConnection:
+    """An owner's sqlite3 connection as one ``sqlite3.connect()`` of the app sees it.
+
+    ``row_factory`` and ``text_factory`` belong to the proxy; other
+    attributes and methods (``create_function``, ``backup``...) are the real
+    connection's.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_check",
+        "_closed",
+        "_connector",
+        "_lease",
+        "_raw",
+        "_route",
+        "isolation_level",
+        "row_factory",
+        "text_factory",
+    )
+
+    def __init__(
+        self, lease: Lease, route: Route, connector: SQLiteConnector, kwargs: dict[str, Any]
+    ) -> None:
+        self._lease = lease
+        self._raw: sqlite3.Connection = lease.raw
+        self._route = route
+        self._connector = connector
+        self._check = OwnerCheck(route.sandbox, KIND)
+        self._closed = False
+        self.isolation_level: str | None = kwargs.get("isolation_level", "")
+        self.row_factory: Any = None
+        self.text_factory: Any = str
+
+    def __repr__(self) -> str:
+        return f"<sqlsandbox sqlite3 connection of owner {self._lease.owner_name!r}>"
+
+    def _denied(self) -> None:
+        if self._closed:
+            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+        sandbox = self._route.sandbox
+        if sandbox.current_owner() is None:
+            sandbox.lease(self._connector)  # raises the sandbox's own error
+        raise self._check.error(self._lease)
+
+    def _run(self, fn: Callable[..., Any], sql: Any, args: tuple[Any, ...]) -> Any:
+        """Run one statement in this caller's turn; False if it was transaction control."""
+        if self._closed or not self._check.ok():
+            self._denied()
+        lease = self._lease
+        if type(sql) is str:
+            verb = control_of(sql)
+            if verb is not None:
+                self._control(verb)
+                return False
+            if self.isolation_level is not None and not lease.in_transaction:
+                if implicit_begin(sql):
+                    lease.begin()
+        lease.enter()
+        try:
+            raw = self._raw
+            # The factories are the proxy's: set them on the shared connection in our turn.
+            if raw.row_factory is not self.row_factory:
+                raw.row_factory = self.row_factory
+            if raw.text_factory is not self.text_factory:
+                raw.text_factory = self.text_factory
+            result = fn(*args)
+        except BaseException as exc:
+            lease.exit_with(exc)
+            raise
+        lease.exit(check=True)
+        return result
+
+    def _control(self, verb: str) -> None:
+        lease = self._lease
+        if verb == "begin":
+            if lease.in_transaction:
+                raise sqlite3.OperationalError("cannot start a transaction within a transaction")
+            lease.begin()
+        elif verb == "commit":
+            lease.commit()
+        elif verb == "rollback":
+            lease.rollback()
+
+    def _cursor(self) -> sqlite3.Cursor:
+        if self._closed:
+            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+        cursor = self._raw.cursor()
+        cursor.row_factory = self.row_factory
+        return cursor
+
+    # -- the sqlite3.Connection interface --------------------------------------------
+
+    def cursor(self, factory: Any = None) -> SandboxCursor:
+        return SandboxCursor(self, self._cursor())
+
+    def execute(self, sql: str, parameters: Any = (), /) -> SandboxCursor:
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> SandboxCursor:
+        return self.cursor().executemany(sql, parameters)
+
+    def executescript(self, script: str, /) -> SandboxCursor:
+        return self.cursor().executescript(script)
+
+    def commit(self) -> None:
+        if self._closed or not self._check.ok():
+            self._denied()
+        self._lease.commit()
+
+    def rollback(self) -> None:
+        if self._closed or not self._check.ok():
+            self._denied()
+        self._lease.rollback()
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._lease.in_transaction
+
+    @property
+    def total_changes(self) -> int:
+        return self._raw.total_changes
+
+    def close(self) -> None:
+        """Give the owner's connection back, rolling back what this proxy left open."""
+        if self._closed:
+            return
+        self._closed = True
+        self._lease.close()
+
+    def __enter__(self) -> SandboxConnection:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> Literal[False]:
+        # Like sqlite3: commit or roll back, but do not close.
+        if exc_type is None:
+            self.commit()
+        else:
+            self.rollback()
+        return False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
+
+
+class SandboxCursor:
+    """A real cursor of the owner's connection; statements go through the proxy."""
+
+    __slots__ = ("_conn", "_cursor")
+    _conn: SandboxConnection
+    _cursor: sqlite3.Cursor
+
+    def __init__(self, conn: SandboxConnection, cursor: sqlite3.Cursor) -> None:
+        object.__setattr__(self, "_conn", conn)
+        object.__setattr__(self, "_cursor", cursor)
+
+    @property
+    def connection(self) -> SandboxConnection:
+        return self._conn
+
+    def execute(self, sql: str, parameters: Any = (), /) -> SandboxCursor:
+        self._conn._run(self._cursor.execute, sql, (sql, parameters))
+        return self
+
+    def executemany(self, sql: str, parameters: Any, /) -> SandboxCursor:
+        self._conn._run(self._cursor.executemany, sql, (sql, parameters))
+        return self
+
+    def executescript(self, script: str, /) -> SandboxCursor:
+        conn = self._conn
+        if conn.isolation_level is not None and conn._lease.in_transaction:
+            conn.commit()  # sqlite3 commits a pending transaction before a script
+        for statement in split_script(script):
+            conn._run(self._cursor.execute, statement, (statement,))
+        return self
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cursor)
+
+    def __next__(self) -> Any:
+        return next(self._cursor)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._cursor, name, value)
+
+
+# -- patching ---------------------------------------------------------------------------
+
+
+def _connect_routed(route: Route, database: Any, kwargs: dict[str, Any]) -> Any:
+    connector = SQLiteConnector(database, kwargs)
+    lease = route.sandbox.lease(connector)
+    if lease is None:  # auto mode or unboxed: a plain connection, as the app asked
+        return _ORIGINAL["connect"](database, **kwargs)
+    return SandboxConnection(lease, route, connector, kwargs)
+
+
+_POSITIONAL = (
+    "timeout",
+    "detect_types",
+    "isolation_level",
+    "check_same_thread",
+    "factory",
+    "cached_statements",
+    "uri",
+)
+
+
+def connect(database: Any, *args: Any, **kwargs: Any) -> Any:
+    """Stand-in for ``sqlite3.connect``: the routed file gets the owner's connection."""
+    if not internal_caller(sys._getframe(1)):
+        if args:
+            kwargs = {**dict(zip(_POSITIONAL, args, strict=False)), **kwargs}
+            args = ()
+        route = ROUTES.find(path_of(database, kwargs.get("uri", False)))
+        if route is not None:
+            return _connect_routed(route, database, kwargs)
+    return _ORIGINAL["connect"](database, *args, **kwargs)
+
+
+def _apply(routes: Routes) -> None:
+    _ORIGINAL["connect"] = sqlite3.connect
+    routes.patch_references(sqlite3.connect, connect, skip=("sqlite3", "_sqlite3"))
+    routes.patch(sqlite3, "connect", connect)
+    try:
+        import aiosqlite  # noqa: F401 - patched only when installed
+    except ImportError:
+        return
+    from . import _aiosqlite
+
+    _aiosqlite.apply(routes)
+
+
+ROUTES = Routes("sqlite", _apply)
+_DEFAULT_CONNECTORS: weakref.WeakKeyDictionary[Sandbox, list[Any]] = weakref.WeakKeyDictionary()
+
+
+def install(sandbox: Sandbox, *, database: str | os.PathLike[str] | None = None) -> None:
+    """Route the app's ``sqlite3.connect()`` / ``aiosqlite.connect()`` of a file through *sandbox*.
+
+    *database* is the file's path; it defaults to the sandbox URL's database.
+    Files are compared by their real path.
+    """
+    given = os.fspath(database) if database is not None else None
+    path = path_of(require_database(sandbox, given, "sqlite"))
+    if path is None:
+        from .._exceptions import ConfigError
+
+        raise ConfigError(
+            "sqlsandbox.sqlite.install() routes a database file; an in-memory database "
+            "cannot be shared with the app. Pass database='path/to/file.sqlite3'."
+        )
+    ROUTES.add(Route(sandbox, path, statement_savepoints=False))
+    if sandbox not in _DEFAULT_CONNECTORS:
+        # So that an eager checkout opens a connection: acheckout() takes the first
+        # connector (aiosqlite when installed), checkout() the first blocking one.
+        defaults: list[Any] = [SQLiteConnector(path, {})]
+        try:
+            from ._aiosqlite import AiosqliteConnector
+
+            defaults.insert(0, AiosqliteConnector(path, {}))
+        except ImportError:
+            pass
+        _DEFAULT_CONNECTORS[sandbox] = defaults
+        for connector in defaults:
+            sandbox.add_connector(connector)
+
+
+def uninstall(sandbox: Sandbox | None = None) -> None:
+    """Stop routing for *sandbox* (every sandbox if None); the last one restores the modules."""
+    for route in ROUTES.remove(sandbox):
+        for connector in _DEFAULT_CONNECTORS.pop(route.sandbox, []):
+            route.sandbox.remove_connector(connector)
+
+
+def is_installed(sandbox: Sandbox | None = None) -> bool:
+    return ROUTES.installed(sandbox)
