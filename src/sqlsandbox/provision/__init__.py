@@ -35,7 +35,6 @@ from ._registry import DatabaseRow as DatabaseRow
 from ._registry import OwnerRow as OwnerRow
 from ._registry import Registry as Registry
 from ._spec import SETUP_MODES as SETUP_MODES
-from ._spec import SetupMode as SetupMode
 from ._spec import TemplateSpec as TemplateSpec
 from ._template import Template as Template
 
@@ -55,7 +54,6 @@ __all__ = [
     "Provisioner",
     "ReapReport",
     "Registry",
-    "SetupMode",
     "Template",
     "TemplateSpec",
     "compute_fingerprint",
