@@ -34,6 +34,8 @@ from ._reaper import reap as reap
 from ._registry import DatabaseRow as DatabaseRow
 from ._registry import OwnerRow as OwnerRow
 from ._registry import Registry as Registry
+from ._sources import async_scheme as async_scheme
+from ._sources import sync_scheme as sync_scheme
 from ._spec import SETUP_MODES as SETUP_MODES
 from ._spec import TemplateSpec as TemplateSpec
 from ._template import Template as Template
@@ -56,10 +58,12 @@ __all__ = [
     "Registry",
     "Template",
     "TemplateSpec",
+    "async_scheme",
     "compute_fingerprint",
     "live_owners",
     "make_name",
     "parse_name",
     "prune_templates",
     "reap",
+    "sync_scheme",
 ]
