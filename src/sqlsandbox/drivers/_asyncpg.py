@@ -19,8 +19,8 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..ownership import AsyncSQLAdapter, abort_transport, transaction_control
-from ._direct import OwnerCheck, Route, Routes, internal_caller, require_database
+from ..ownership import AsyncSQLAdapter, abort_transport
+from ._direct import OwnerCheck, Route, Routes, control_verb, internal_caller, require_database
 
 if TYPE_CHECKING:
     from ..ownership import HostLoop, Lease, Sandbox
@@ -259,7 +259,7 @@ class SandboxConnection:
 
     async def execute(self, query: str, *args: Any, timeout: float | None = None) -> str:  # noqa: ASYNC109 - asyncpg's signature
         if not args and type(query) is str:
-            verb = transaction_control(query)
+            verb = control_verb(query)
             if verb is not None:
                 return await self._control(verb)
         return await self._call(self._raw.execute, (query, *args), {"timeout": timeout})  # type: ignore[no-any-return]

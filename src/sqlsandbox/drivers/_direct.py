@@ -20,6 +20,7 @@ from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import DOCS, ConfigError, OwnershipError
+from ..ownership import transaction_control
 from ..ownership._messages import caller_name
 
 if TYPE_CHECKING:
@@ -30,7 +31,9 @@ __all__ = [
     "OwnerCheck",
     "Route",
     "Routes",
+    "control_verb",
     "internal_caller",
+    "memoized",
 ]
 
 DRIVERS_PAGE = f"{DOCS}/drivers/"
@@ -39,6 +42,29 @@ DRIVERS_PAGE = f"{DOCS}/drivers/"
 #: ``sqlsandbox.sqlalchemy`` instead), sqlsandbox itself, and the drivers'
 #: own internals (aiosqlite calls ``sqlite3.connect`` in its thread).
 _INTERNAL = ("sqlalchemy.", "sqlsandbox.", "aiosqlite.", "asyncpg.", "psycopg.", "psycopg_pool.")
+
+
+_MISS: Any = object()
+
+
+def memoized(fn: Callable[[str], Any], size: int = 4096) -> Callable[[str], Any]:
+    """Cache a classifier of SQL text: apps run the same few statements again and again."""
+    cache: dict[str, Any] = {}
+
+    def classify(sql: str) -> Any:
+        found = cache.get(sql, _MISS)
+        if found is _MISS:
+            found = fn(sql)
+            if len(cache) >= size:
+                cache.clear()
+            cache[sql] = found
+        return found
+
+    return classify
+
+
+#: ``transaction_control`` with a cache (a regex match costs more than the lookup).
+control_verb: Callable[[str], str | None] = memoized(transaction_control)
 
 
 def internal_caller(frame: FrameType | None) -> bool:

@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from ..ownership import AsyncSQLAdapter, SQLAdapter, transaction_control
-from ._direct import OwnerCheck, Route, Routes, internal_caller, require_database
+from ..ownership import AsyncSQLAdapter, SQLAdapter
+from ._direct import OwnerCheck, Route, Routes, control_verb, internal_caller, require_database
 
 if TYPE_CHECKING:
     from ..ownership import Lease, Sandbox
@@ -288,7 +288,7 @@ class SandboxConnection(ProxyBase):
         lease = self._lease
         query = args[0]
         if type(query) is str:
-            verb = transaction_control(query)
+            verb = control_verb(query)
             if verb is not None:
                 self._control(verb)
                 return None

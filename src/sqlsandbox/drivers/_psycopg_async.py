@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from ..ownership import transaction_control
+from ._direct import control_verb
 from ._psycopg import ProxyBase, SandboxTransaction, swallow
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class AsyncSandboxConnection(ProxyBase):
         lease = self._lease
         query = args[0]
         if type(query) is str:
-            verb = transaction_control(query)
+            verb = control_verb(query)
             if verb is not None:
                 await self._control(verb)
                 return None

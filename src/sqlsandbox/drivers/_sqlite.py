@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..ownership import SQLAdapter, transaction_control
-from ._direct import OwnerCheck, Route, Routes, internal_caller, require_database
+from ._direct import OwnerCheck, Route, Routes, internal_caller, memoized, require_database
 
 if TYPE_CHECKING:
     from ..ownership import Lease, Sandbox
@@ -55,17 +55,21 @@ _SQLITE_BEGIN = re.compile(
 )
 
 
-def control_of(sql: str) -> str | None:
-    """Classify a raw transaction statement of SQLite: begin, commit, rollback or None."""
+def _control_of(sql: str) -> str | None:
     verb = transaction_control(sql)
     if verb is None and _SQLITE_BEGIN.match(sql):
         return "begin"
     return verb
 
 
-def implicit_begin(sql: str) -> bool:
-    """Return whether sqlite3's legacy mode would BEGIN before *sql*."""
+def _implicit_begin(sql: str) -> bool:
     return _DML.match(sql) is not None
+
+
+#: Classify a raw transaction statement of SQLite: begin, commit, rollback or None.
+control_of: Callable[[str], str | None] = memoized(_control_of)
+#: Whether sqlite3's legacy mode would BEGIN before a statement.
+implicit_begin: Callable[[str], bool] = memoized(_implicit_begin)
 
 
 def path_of(database: Any, uri: bool = False) -> str | None:
