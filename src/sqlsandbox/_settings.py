@@ -30,6 +30,7 @@ from ._urls import mask_url
 __all__ = [
     "ENV_PREFIX",
     "FLAG_PREFIX",
+    "IMPORT_TARGET_RE",
     "KEYS",
     "URL_ENV_FIELDS",
     "Key",
@@ -46,7 +47,8 @@ URL_ENV_FIELDS: Final = ("url", "driver", "host", "port", "user", "password", "d
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
-_TARGET_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+#: ``package.module:attribute``, as the import-target settings and the mark take them.
+IMPORT_TARGET_RE: Final = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CREDENTIALS_RE = re.compile(r":[^:@/]*@")
 
@@ -278,7 +280,7 @@ class _UrlEnv(_Kind):
         return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items()) + " }"
 
 
-_IMPORT_TARGET = _Text("'package.module:attribute'", _TARGET_RE)
+_IMPORT_TARGET = _Text("'package.module:attribute'", IMPORT_TARGET_RE)
 _MIGRATE = _Text(
     "'alembic', 'alembic:path/to/alembic.ini', 'package.module:function', "
     "'sql:path/to/dir/' or 'metadata:package.module:Base.metadata'",
@@ -387,7 +389,7 @@ class Settings:
     engines: tuple[str, ...] = _key(
         _List(
             "import targets 'package.module:attribute'",
-            _TARGET_RE,
+            IMPORT_TARGET_RE,
             "an import target 'package.module:attribute'",
         ),
         (),

@@ -144,9 +144,10 @@ class WorkerDatabase:
 
         recorder = get_recorder(self.config)
         settings = self.settings
-        if settings.keep_server and settings.url is None:
-            # The embedded server reads this variable when its last user leaves.
-            os.environ.setdefault(_KEEP_SERVER_ENV, "1")
+        if settings.url is None:
+            # The embedded server reads this variable when its last user leaves;
+            # the setting may come from a flag or pyproject.toml instead.
+            os.environ[_KEEP_SERVER_ENV] = "1" if settings.keep_server else "0"
         self.server = open_server(settings.url)
         recorder.record_server(self.server.url, self.server.version())
         warm = None if settings.warm_pool is None else {"test": settings.warm_pool}
@@ -290,11 +291,11 @@ class WorkerDatabase:
         sandbox = self.sandbox
         assert sandbox is not None
         owner = sandbox.checkout(lazy=True, sandbox=spec.isolation == "transaction", name=name)
-        if spec.mode == "shared":
-            sandbox.mode("shared", owner)
-        elif spec.mode == "auto":
-            sandbox.mode("auto")
         try:
+            if spec.mode == "shared":
+                sandbox.mode("shared", owner)
+            elif spec.mode == "auto":
+                sandbox.mode("auto")
             yield SandboxHandle(self, spec, self.url, owner)
         finally:
             used = owner.kind is not None

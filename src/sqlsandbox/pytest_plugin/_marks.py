@@ -8,20 +8,18 @@ mark's signature, so a typo fails like a bad Python call
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Generator
 from typing import Any
 
 import pytest
 
-from .._settings import setting_key
+from .._settings import IMPORT_TARGET_RE, setting_key
 from ._options import get_settings
 
 __all__ = ["SandboxSpec", "sandbox_spec", "validate_sandbox"]
 
 _ISOLATIONS = setting_key("isolation").choices
 _MODES = setting_key("mode").choices
-_TARGET_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _SPEC_KEY = pytest.StashKey["SandboxSpec"]()
 
 
@@ -66,7 +64,7 @@ def validate_sandbox(
         given["template"] = template
     if seed is not None:
         if isinstance(seed, str):
-            if not _TARGET_RE.match(seed):
+            if not IMPORT_TARGET_RE.match(seed):
                 raise ValueError(
                     f"seed={seed!r} is not an import target; use 'package.module:function' "
                     "or pass the function itself"
