@@ -391,6 +391,10 @@ class ManagedProcess:
             self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return False
+        if self._reader is not None:
+            # The pipe reaches EOF right after the exit (unless a child keeps it
+            # open): let the reader take the last lines before anyone reports them.
+            self._reader.join(1.0)
         return True
 
     def exit_description(self) -> str:
