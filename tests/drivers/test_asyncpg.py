@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import threading
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -14,8 +15,6 @@ import pytest_asyncio
 import sqlsandbox.asyncpg
 from sqlsandbox import OwnershipError, Sandbox
 from sqlsandbox._urls import DatabaseURL
-
-pytestmark = pytest.mark.asyncio
 
 
 def committed(url: DatabaseURL, tag: str) -> list[str]:
@@ -49,6 +48,7 @@ async def names(conn: asyncpg.Connection, tag: str) -> list[str]:
     return [r["name"] for r in rows]
 
 
+@pytest.mark.asyncio
 async def test_app_commits_become_savepoints_and_vanish_after_checkin(
     sandbox: Sandbox, dsn: str, driver_pg_url: DatabaseURL, tag: str
 ) -> None:
@@ -68,6 +68,7 @@ async def test_app_commits_become_savepoints_and_vanish_after_checkin(
         assert await names(conn, tag) == []
 
 
+@pytest.mark.asyncio
 async def test_nested_transactions_and_an_inner_rollback(
     sandbox: Sandbox, dsn: str, tag: str
 ) -> None:
@@ -93,6 +94,7 @@ async def test_nested_transactions_and_an_inner_rollback(
         assert await names(conn, tag) == [tag + "inner2", tag + "outer"]
 
 
+@pytest.mark.asyncio
 async def test_raw_begin_and_rollback_statements_map_to_a_savepoint(
     sandbox: Sandbox, dsn: str, tag: str
 ) -> None:
@@ -108,6 +110,7 @@ async def test_raw_begin_and_rollback_statements_map_to_a_savepoint(
         assert await names(conn, tag) == [tag + "kept"]
 
 
+@pytest.mark.asyncio
 async def test_a_failing_statement_does_not_poison_the_test_transaction(
     sandbox: Sandbox, dsn: str, tag: str
 ) -> None:
@@ -130,6 +133,7 @@ async def test_a_failing_statement_does_not_poison_the_test_transaction(
         assert await names(conn, tag) == [tag + "a", tag + "b", tag + "c"]
 
 
+@pytest.mark.asyncio
 async def test_pool_acquire_from_many_tasks_of_one_owner_takes_turns(
     sandbox: Sandbox, dsn: str, driver_pg_url: DatabaseURL, tag: str
 ) -> None:
@@ -167,6 +171,7 @@ async def test_pool_acquire_from_many_tasks_of_one_owner_takes_turns(
     assert committed(driver_pg_url, tag) == []
 
 
+@pytest.mark.asyncio
 async def test_released_connection_rolls_back_and_refuses_use(
     sandbox: Sandbox, dsn: str, tag: str
 ) -> None:
@@ -184,6 +189,7 @@ async def test_released_connection_rolls_back_and_refuses_use(
             assert not fresh.is_in_transaction()
 
 
+@pytest.mark.asyncio
 async def test_an_unowned_task_gets_ownership_error(sandbox: Sandbox, dsn: str) -> None:
     async with await sandbox.acheckout(name="test_unowned"):
         conn = await asyncpg.connect(dsn)
@@ -205,6 +211,7 @@ async def test_an_unowned_task_gets_ownership_error(sandbox: Sandbox, dsn: str) 
         assert await task == 1
 
 
+@pytest.mark.asyncio
 async def test_another_owner_cannot_use_the_connection(sandbox: Sandbox, dsn: str) -> None:
     async with await sandbox.acheckout(name="first"):
         conn = await asyncpg.connect(dsn)
@@ -221,6 +228,7 @@ async def test_another_owner_cannot_use_the_connection(sandbox: Sandbox, dsn: st
             )
 
 
+@pytest.mark.asyncio
 async def test_other_databases_pass_through(
     sandbox: Sandbox, postgres_admin_url: DatabaseURL
 ) -> None:
@@ -237,6 +245,7 @@ async def test_other_databases_pass_through(
     await pool.close()
 
 
+@pytest.mark.asyncio
 async def test_unboxed_code_gets_a_plain_connection_whose_writes_commit(
     sandbox: Sandbox, dsn: str, driver_pg_url: DatabaseURL, tag: str
 ) -> None:
@@ -251,6 +260,7 @@ async def test_unboxed_code_gets_a_plain_connection_whose_writes_commit(
             await conn.close()
 
 
+@pytest.mark.asyncio
 async def test_uninstall_restores_the_originals(driver_pg_url: DatabaseURL) -> None:
     original_connect, original_pool = asyncpg.connect, asyncpg.create_pool
     box = Sandbox(driver_pg_url)
@@ -269,6 +279,7 @@ async def test_uninstall_restores_the_originals(driver_pg_url: DatabaseURL) -> N
     await conn.close()
 
 
+@pytest.mark.asyncio
 async def test_prepared_statements_and_cursors_take_turns(
     sandbox: Sandbox, dsn: str, tag: str
 ) -> None:
@@ -291,3 +302,37 @@ async def test_prepared_statements_and_cursors_take_turns(
             cursor = await conn.cursor("SELECT name FROM items WHERE name LIKE $1", tag + "%")
             assert len(await cursor.fetch(7)) == 7
         assert len(seen) == 120 and seen[0] == f"{tag}000"
+
+
+def test_sync_test_driving_an_async_app_on_other_loops(
+    driver_pg_url: DatabaseURL, dsn: str, tag: str
+) -> None:
+    """What Starlette's TestClient does: each request on a new loop in another thread."""
+    box = Sandbox(driver_pg_url, name="asyncpg-host-loop")
+    sqlsandbox.asyncpg.install(box)
+    try:
+        pool = asyncpg.create_pool(dsn)  # made at import time, outside any owner
+
+        async def request(name: str) -> list[str]:
+            async with pool.acquire() as conn, conn.transaction():
+                await conn.execute("INSERT INTO items (name) VALUES ($1)", name)
+                return await names(conn, tag)
+
+        def serve(name: str) -> list[str]:
+            # A portal thread runs the app in a copy of the test's context.
+            result: list[list[str]] = []
+            context = contextvars.copy_context()
+            thread = threading.Thread(
+                target=lambda: result.append(context.run(asyncio.run, request(name)))
+            )
+            thread.start()
+            thread.join()
+            return result[0]
+
+        with box.checkout(lazy=True):
+            assert serve(tag + "first") == [tag + "first"]
+            assert serve(tag + "second") == [tag + "first", tag + "second"]
+        assert committed(driver_pg_url, tag) == []
+    finally:
+        sqlsandbox.asyncpg.uninstall(box)
+        box.close()
