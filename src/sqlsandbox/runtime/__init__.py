@@ -7,16 +7,16 @@ and background-task helpers. See ``docs/runtime.md``.
 
 from __future__ import annotations
 
+from .._exceptions import ProcessStartError as ProcessStartError
+from .._exceptions import StuckTaskError as StuckTaskError
+from .._exceptions import VirtualDeadlineError as VirtualDeadlineError
+from .._exceptions import WaitTimeoutError as WaitTimeoutError
 from ._background import Iterations as Iterations
 from ._background import assert_restarted as assert_restarted
 from ._background import cancel_and_wait as cancel_and_wait
 from ._background import crash_task as crash_task
 from ._background import run_iterations as run_iterations
 from ._background import run_once as run_once
-from ._errors import ProcessStartError as ProcessStartError
-from ._errors import StuckTaskError as StuckTaskError
-from ._errors import VirtualDeadlineError as VirtualDeadlineError
-from ._errors import WaitTimeoutError as WaitTimeoutError
 from ._eventually import eventually as eventually
 from ._hangs import dump_all as dump_all
 from ._hangs import dump_tasks as dump_tasks

@@ -17,7 +17,7 @@ from asyncio import futures as _futures
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ._errors import StuckTaskError, WaitTimeoutError
+from .._exceptions import StuckTaskError, WaitTimeoutError
 from ._tasks import await_chain, coroutine_names, describe_task, task_tracker
 
 __all__ = [

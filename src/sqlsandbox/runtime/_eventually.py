@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from ._errors import WaitTimeoutError
+from .._exceptions import WaitTimeoutError
 from ._probe import Probe, change_future
 
 __all__ = ["eventually"]

@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._errors import WaitTimeoutError
+from .._exceptions import WaitTimeoutError
 
 __all__ = ["Probe", "describe_match", "matches"]
 

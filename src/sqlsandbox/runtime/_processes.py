@@ -29,8 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-from .._exceptions import ConfigError
-from ._errors import ProcessStartError
+from .._exceptions import ConfigError, ProcessStartError
 
 __all__ = [
     "ManagedProcess",

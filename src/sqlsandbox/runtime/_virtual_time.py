@@ -34,8 +34,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Any
 
-from .._exceptions import ConfigError
-from ._errors import VirtualDeadlineError
+from .._exceptions import ConfigError, VirtualDeadlineError
 from ._hangs import dump_tasks
 
 __all__ = [
