@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 
@@ -288,3 +289,41 @@ async def test_async_pool_many_tasks_of_one_owner_take_turns(
             await asyncio.get_running_loop().create_task(outsider(), context=contextvars.Context())
     await pool.close()
     assert committed(driver_pg_url, tag) == []
+
+
+def test_names_imported_before_install_are_routed_and_restored(
+    driver_pg_url: DatabaseURL, dsn: str
+) -> None:
+    import types
+
+    app = types.ModuleType("fake_app_db")
+    app.connect = psycopg.connect  # type: ignore[attr-defined]  # `from psycopg import connect`
+    original = psycopg.connect
+    sys.modules["fake_app_db"] = app
+    box = Sandbox(driver_pg_url)
+    try:
+        sqlsandbox.psycopg.install(box)
+        with box.checkout(), app.connect(dsn) as conn:
+            assert isinstance(conn, sqlsandbox.psycopg.SandboxConnection)
+        sqlsandbox.psycopg.uninstall(box)
+        assert app.connect is original
+    finally:
+        del sys.modules["fake_app_db"]
+        box.close()
+
+
+def test_sqlalchemy_engines_are_left_to_sqlsandbox_sqlalchemy(
+    sandbox: Sandbox, driver_pg_url: DatabaseURL
+) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(
+        driver_pg_url.with_scheme("postgresql+psycopg").render(), poolclass=NullPool
+    )
+    try:
+        with engine.begin() as conn:  # no owner needed: SQLAlchemy's connects pass through
+            assert type(conn.connection.dbapi_connection) is psycopg.Connection
+            conn.execute(text("SELECT 1"))
+    finally:
+        engine.dispose()
