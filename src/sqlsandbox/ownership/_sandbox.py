@@ -30,6 +30,7 @@ from ._connection import _CHECKIN, Lease
 from ._connections import ConnectionsMixin, _deferred_error, _running_loop
 from ._messages import DOCS_PAGE, caller_name, describe, not_owner
 from ._owner import Owner, OwnerState
+from ._registry import register_sandbox
 from ._timer import call_later, call_soon
 
 if TYPE_CHECKING:
@@ -151,6 +152,8 @@ class Sandbox(ConnectionsMixin):
         self._gone = 0
         self._reaped = 0
         self._reaped_cond = threading.Condition()
+        # HTTP middleware finds the sandbox behind an owner token here.
+        register_sandbox(self)
 
     def __repr__(self) -> str:
         return f"<Sandbox {self.name} mode={self._mode} owners={len(self._owners)}>"

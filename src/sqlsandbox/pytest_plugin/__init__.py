@@ -28,6 +28,7 @@ pytest_plugins = [
     "sqlsandbox.pytest_plugin._marks",
     "sqlsandbox.pytest_plugin._database",
     "sqlsandbox.pytest_plugin._fixtures",
+    "sqlsandbox.pytest_plugin._http",
     "sqlsandbox.pytest_plugin._summary",
     "sqlsandbox.pytest_plugin._runtime",
 ]
