@@ -75,8 +75,19 @@ def test_unparseable_url_is_a_config_error() -> None:
 def test_backend_options_are_passed_and_checked(postgres_admin_url: DatabaseURL) -> None:
     server = connect_server(postgres_admin_url, clone_strategy="file_copy")
     assert isinstance(server, PostgresServer) and server.clone_strategy == "file_copy"
-    with pytest.raises(ConfigError, match="Invalid option for the sqlite server"):
+    with pytest.raises(
+        ConfigError,
+        match=r"Invalid option for the sqlite server at .*'clone_strategy'\. SQLiteServer "
+        r"takes no options: remove them\.",
+    ):
         connect_server("sqlite", clone_strategy="file_copy")
+    with pytest.raises(
+        ConfigError,
+        match=r"Invalid option for the postgresql server at .*'clone_stratgy'\. "
+        r"PostgresServer takes only clone_strategy=, connect_timeout=, clone_attempts=: "
+        r"remove the others or fix their spelling\.",
+    ):
+        connect_server(postgres_admin_url, clone_stratgy="file_copy")
 
 
 def test_a_backend_class_refuses_another_engines_url() -> None:

@@ -261,12 +261,31 @@ def test_wrong_password_and_missing_privileges(
             mariadb_admin_url.replace(username=user, password=f"right-{PASSWORD}", database=None)
         )
         try:
-            with pytest.raises(ProvisioningError, match=r"denied.*Use a user that may create"):
+            with pytest.raises(
+                ProvisioningError,
+                match=rf"Access denied for user '{user}'.*User '{user}' lacks a privilege this "
+                r"needs: all privileges on the databases sqlsandbox names \(GRANT ALL ON "
+                r"`sqlsandbox\\_%`\.\* TO \.\.\.\)",
+            ):
                 weak.create_database(unique_name())
         finally:
             weak.close()
     finally:
         server.execute(f"DROP USER IF EXISTS '{user}'@'%', '{user}'@'localhost'")
+
+
+def test_a_killed_session_asks_whether_the_server_runs(
+    server: MariaDBServer, new_name: Callable[[], str]
+) -> None:
+    name = new_name()
+    server.create_database(name)
+    with pytest.raises(
+        ProvisioningError,
+        match=rf"Could not run SQL in database '{name}' on .*: Connection was killed\. The "
+        r"server closed the connection: is it still running",
+    ):
+        server.execute("KILL CONNECTION_ID()", database=name)
+    assert server.database_exists(name)
 
 
 def test_missing_database(mariadb_admin_url: DatabaseURL) -> None:

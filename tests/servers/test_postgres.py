@@ -153,19 +153,48 @@ def test_driver_in_scheme_and_unix_socket(server: PostgresServer) -> None:
 
 
 def test_user_without_createdb_gets_told_what_to_grant(
-    server: PostgresServer, postgres_admin_url: DatabaseURL
+    server: PostgresServer, postgres_admin_url: DatabaseURL, new_name: Callable[[], str]
 ) -> None:
     role = f"sqlsandbox_role_{uuid.uuid4().hex[:8]}"
     server.execute(f"CREATE ROLE {role} LOGIN NOCREATEDB")
     weak = PostgresServer(postgres_admin_url.replace(username=role, password=None))
     try:
         with pytest.raises(
-            ProvisioningError, match=r"permission denied.*ALTER ROLE \.\.\. CREATEDB"
+            ProvisioningError,
+            match=rf"permission denied to create database\. User '{role}' lacks a privilege "
+            r"this needs: the CREATEDB attribute \(ALTER ROLE \.\.\. CREATEDB\)\. Grant it, "
+            r"or use a user that has it in --sqlsandbox-url / SQLSANDBOX_URL\.",
         ):
             weak.create_database(unique_name())
+        # Ending a superuser's sessions needs more than a plain role has.
+        name = new_name()
+        server.create_database(name)
+        with _connect(server, name) as _superuser_session:
+            with pytest.raises(
+                ProvisioningError,
+                match=rf"Could not terminate connections to '{name}' on .*: "
+                rf"(must be a superuser|permission denied).*\. User '{role}' lacks a privilege this needs: membership in "
+                r"pg_signal_backend \(GRANT pg_signal_backend TO \.\.\.\)",
+            ):
+                weak.terminate_connections(name)
     finally:
         weak.close()
         server.execute(f"DROP ROLE {role}")
+
+
+def test_a_session_ended_mid_statement_asks_whether_the_server_runs(
+    server: PostgresServer, new_name: Callable[[], str]
+) -> None:
+    name = new_name()
+    server.create_database(name)
+    # What a server shutdown or an admin's pg_terminate_backend does to a session.
+    with pytest.raises(
+        ProvisioningError,
+        match=rf"Could not run SQL in database '{name}' on .*: terminating connection due to "
+        r"administrator command\. The server closed the connection: is it still running",
+    ):
+        server.execute("SELECT pg_terminate_backend(pg_backend_pid())", database=name)
+    assert server.database_exists(name)  # the admin connection is unharmed
 
 
 # -- bad input -------------------------------------------------------------------

@@ -114,7 +114,32 @@ def test_directory_that_cannot_be_created(tmp_path: Path) -> None:
 def test_bad_sql_is_a_provisioning_error(server: SQLiteServer) -> None:
     name = unique_name()
     server.create_database(name)
-    with pytest.raises(ProvisioningError, match="no such table: nowhere"):
+    with pytest.raises(
+        ProvisioningError,
+        match=rf"Could not run SQL in SQLite database .*{name}\.sqlite3: no such table: nowhere\. "
+        r"SQLite rejected the statement: fix the SQL",
+    ):
         server.execute("SELECT * FROM nowhere", database=name)
-    with pytest.raises(ProvisioningError, match="does not exist"):
-        server.execute("SELECT 1", database=unique_name())
+    missing = unique_name()
+    with pytest.raises(
+        ProvisioningError,
+        match=rf"Cannot run SQL in SQLite database '{missing}': .* does not exist\. Create it "
+        r"first \(server\.create_database\(name\)\), or check the name",
+    ):
+        server.execute("SELECT 1", database=missing)
+
+
+def test_a_damaged_template_says_which_file_to_delete(server: SQLiteServer) -> None:
+    template, clone = unique_name(), unique_name()
+    server.create_database(template)
+    path = server.path(template)
+    # A file that is no database, with WAL content: the clone goes through SQLite.
+    path.write_bytes(b"not a database at all " * 100)
+    path.with_name(path.name + "-wal").write_bytes(b"junk" * 100)
+    with pytest.raises(
+        ProvisioningError,
+        match=rf"Cannot clone SQLite database '{template}' into '{clone}' in .*: file is not a "
+        rf"database\. .*{template}\.sqlite3 is damaged: delete it with its -wal and -shm files",
+    ):
+        server.clone_database(clone, template)
+    assert server.list_databases() == [template]  # the half-made clone is gone

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ConfigError
@@ -69,9 +70,27 @@ def connect_server(url: str | DatabaseURL, **options: Any) -> Server:
     try:
         return cls(parsed, **options)
     except TypeError as exc:
+        known = _options(cls)
+        takes = (
+            f"takes only {', '.join(f'{name}=' for name in known)}: remove the others or "
+            "fix their spelling"
+            if known
+            else "takes no options: remove them"
+        )
         raise ConfigError(
-            f"Invalid option for the {cls.backend} server at {parsed.masked()}: {exc}."
+            f"Invalid option for the {cls.backend} server at {parsed.masked()}: {exc}. "
+            f"{cls.__name__} {takes}."
         ) from None
+
+
+def _options(cls: type[Server]) -> list[str]:
+    """Return the keyword options *cls* takes besides the URL."""
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return [
+        p.name
+        for p in parameters
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in ("self", "url")
+    ]
 
 
 def open_server(

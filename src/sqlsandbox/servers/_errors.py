@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "URL_HINT",
+    "cause_fix",
     "connect_error",
     "driver_detail",
     "operation_error",
@@ -32,6 +33,18 @@ _CREDENTIALS = re.compile(
     re.IGNORECASE,
 )
 _MISSING_DATABASE = re.compile(r"database .* does not exist|unknown database", re.IGNORECASE)
+# A reachable server that went away mid-statement: restart, shutdown, killed session.
+_SERVER_GONE = re.compile(
+    r"server closed the connection|terminating connection|connection was killed|"
+    r"lost connection|gone away|shutting down|shutdown in progress|the connection is closed|"
+    r"connection (?:was )?reset|broken pipe|connection refused",
+    re.IGNORECASE,
+)
+_PERMISSION = re.compile(
+    r"permission denied|access denied|command denied|must be (?:a )?(?:superuser|owner|member)|"
+    r"insufficient privilege|only roles with",
+    re.IGNORECASE,
+)
 
 
 def scrub(text: str, url: DatabaseURL) -> str:
@@ -83,13 +96,48 @@ def connect_error(engine: str, url: DatabaseURL, exc: BaseException) -> Provisio
     return ProvisioningError(f"Cannot connect to {engine} at {url.masked()}: {detail}. {fix}")
 
 
+def cause_fix(detail: str, url: DatabaseURL, *, action: str, privilege: str = "") -> str:
+    """Return the fix for a failed statement, chosen by the cause the driver *detail* shows.
+
+    *privilege* names what the action needs (``"CREATEDB (ALTER ROLE ...)"``),
+    for the case the server refused it to the URL's user.
+    """
+    if _SERVER_GONE.search(detail):
+        return (
+            "The server closed the connection: is it still running (it may have been "
+            "restarted or shut down, or an admin ended the session)? Check the server, "
+            f"then run again, or point {URL_HINT} at a running one."
+        )
+    user = repr(url.username) if url.username else "the URL's user"
+    if _PERMISSION.search(detail):
+        needed = privilege or f"the privilege to {action}"
+        return (
+            f"User {user} lacks a privilege this needs: {needed}. Grant it, or use a user "
+            f"that has it in {URL_HINT}."
+        )
+    if action.startswith("run SQL"):
+        return "The server rejected the SQL: fix the statement (the detail above says why)."
+    return (
+        f"The server refused to {action}: check that {user} may do so and that the server "
+        "is healthy (its log says more)."
+    )
+
+
 def operation_error(
-    action: str, url: DatabaseURL, exc: BaseException, fix: str = ""
+    action: str,
+    url: DatabaseURL,
+    exc: BaseException,
+    fix: str = "",
+    *,
+    privilege: str = "",
 ) -> ProvisioningError:
-    """Build the error for an admin statement that failed on a reachable server."""
-    detail = driver_detail(exc, url)
-    message = f"Could not {action} on {url.masked()}: {detail}."
-    return ProvisioningError(f"{message} {fix}" if fix else message)
+    """Build the error for an admin statement that failed on a reachable server.
+
+    Without a *fix* of the caller's, the fix follows the cause (see :func:`cause_fix`).
+    """
+    detail = driver_detail(exc, url).rstrip(".")
+    fix = fix or cause_fix(detail, url, action=action, privilege=privilege)
+    return ProvisioningError(f"Could not {action} on {url.masked()}: {detail}. {fix}")
 
 
 def wrong_backend(cls_name: str, url: DatabaseURL, expected: str) -> ConfigError:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from .._exceptions import missing_extra
 from .._urls import DatabaseURL
 from ._base import DATABASE_PREFIX, Server, check_owned_name
-from ._errors import URL_HINT, connect_error, operation_error, wrong_backend
+from ._errors import connect_error, operation_error, wrong_backend
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -34,8 +34,13 @@ _DB_EXISTS = 1007
 _DB_MISSING = 1008
 _DB_UNKNOWN = 1049
 _UNKNOWN_THREAD = 1094
-_ACCESS_DENIED = {1044, 1045, 1142, 1227}
-_PRIVILEGE_FIX = f"Use a user that may create and drop databases (for example root) in {URL_HINT}."
+# What each kind of statement needs when the server says "access denied".
+_DATABASES = (
+    "all privileges on the databases sqlsandbox names (GRANT ALL ON `sqlsandbox\\_%`.* "
+    "TO ...), or an admin user such as root"
+)
+_KILL = "CONNECTION ADMIN (MariaDB 10.5+) or SUPER, to end other users' sessions"
+_RUN_SQL = "the privileges on the objects the SQL uses (GRANT ... ON ...)"
 _REFERENCES = re.compile(r"REFERENCES `((?:[^`]|``)+)` \(")
 
 
@@ -205,25 +210,36 @@ class MariaDBServer(Server):
             raise AssertionError("unreachable")  # pragma: no cover
 
     def _call(
-        self, action: str, fn: Callable[[Connection], T], fixes: dict[int, str] | None = None
+        self,
+        action: str,
+        fn: Callable[[Connection], T],
+        fixes: dict[int, str] | None = None,
+        *,
+        privilege: str = "",
     ) -> T:
-        """Run *fn* on the admin connection; turn driver errors into ProvisioningError."""
+        """Run *fn* on the admin connection; turn driver errors into ProvisioningError.
+
+        *fixes* maps an error code to the advice that goes with it; other errors
+        get a fix by cause, naming *privilege* when the server refused it.
+        """
         import pymysql
 
         try:
             return self._run(fn)
         except pymysql.Error as exc:
             code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
-            advice = {code: _PRIVILEGE_FIX for code in _ACCESS_DENIED} | (fixes or {})
-            raise operation_error(action, self.url, exc, advice.get(code, "")) from None
+            fix = (fixes or {}).get(code, "")
+            raise operation_error(action, self.url, exc, fix, privilege=privilege) from None
 
-    def _query(self, action: str, sql: str, params: Any = None) -> list[Any]:
+    def _query(
+        self, action: str, sql: str, params: Any = None, *, privilege: str = ""
+    ) -> list[Any]:
         def run(conn: Connection) -> list[Any]:
             with conn.cursor() as cursor:
                 cursor.execute(sql, params)
                 return list(cursor.fetchall())
 
-        return self._call(action, run)
+        return self._call(action, run, privilege=privilege)
 
     def close(self) -> None:
         """Close the admin connection (it reopens on the next call)."""
@@ -279,7 +295,10 @@ class MariaDBServer(Server):
                 cursor.execute(f"CREATE DATABASE {_quote(name)} CHARACTER SET utf8mb4")
 
         self._call(
-            f"create database {name!r}", create, {_DB_EXISTS: "Drop it first or use a new name."}
+            f"create database {name!r}",
+            create,
+            {_DB_EXISTS: "Drop it first or use a new name."},
+            privilege=_DATABASES,
         )
 
     def _clone(self, name: str, template: str) -> None:
@@ -288,7 +307,9 @@ class MariaDBServer(Server):
             _DB_EXISTS: "Drop it first or use a new name.",
             _DB_UNKNOWN: "Build the template before cloning it.",
         }
-        self._call(action, lambda conn: self._copy(conn, name, template), fixes)
+        self._call(
+            action, lambda conn: self._copy(conn, name, template), fixes, privilege=_DATABASES
+        )
 
     def _copy(self, conn: Connection, name: str, template: str) -> None:
         """Copy database *template* into the new database *name*, on one connection."""
@@ -416,12 +437,15 @@ class MariaDBServer(Server):
             f"drop database {name!r}",
             drop,
             {_DB_MISSING: "Pass missing_ok=True to ignore a missing database."},
+            privilege=_DATABASES,
         )
 
     def terminate_connections(self, name: str) -> int:
         """Kill every other connection whose current database is *name*; return how many."""
         check_owned_name(name)
-        return self._call(f"terminate connections to {name!r}", lambda c: self._kill(c, name))
+        return self._call(
+            f"terminate connections to {name!r}", lambda c: self._kill(c, name), privilege=_KILL
+        )
 
     def _kill(self, conn: Connection, name: str) -> int:
         import pymysql
@@ -450,7 +474,7 @@ class MariaDBServer(Server):
         connection; otherwise on a short-lived connection to *database*.
         """
         if database is None or database == self.admin_database:
-            return self._query("run SQL", sql, params)
+            return self._query("run SQL", sql, params, privilege=_RUN_SQL)
         import pymysql
 
         conn = self._open(database)
@@ -459,6 +483,8 @@ class MariaDBServer(Server):
                 cursor.execute(sql, params)
                 return list(cursor.fetchall())
         except pymysql.Error as exc:
-            raise operation_error(f"run SQL in database {database!r}", self.url, exc) from None
+            raise operation_error(
+                f"run SQL in database {database!r}", self.url, exc, privilege=_RUN_SQL
+            ) from None
         finally:
             conn.close()

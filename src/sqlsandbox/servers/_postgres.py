@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast
 from .._exceptions import ConfigError, missing_extra
 from .._urls import DatabaseURL
 from ._base import DATABASE_PREFIX, Server, check_owned_name
-from ._errors import URL_HINT, connect_error, operation_error, wrong_backend
+from ._errors import connect_error, operation_error, wrong_backend
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -32,10 +32,18 @@ _DEFAULT_DATABASE = "postgres"
 _DUPLICATE_DATABASE = "42P04"
 _INVALID_CATALOG_NAME = "3D000"
 _OBJECT_IN_USE = "55006"
-_INSUFFICIENT_PRIVILEGE = "42501"
-_PRIVILEGE_FIX = (
-    f"Use a user that may create and drop databases (ALTER ROLE ... CREATEDB) in {URL_HINT}."
+# What each kind of statement needs when the server says "permission denied".
+_CREATEDB = "the CREATEDB attribute (ALTER ROLE ... CREATEDB)"
+_CLONE = (
+    "the CREATEDB attribute (ALTER ROLE ... CREATEDB) and ownership of the template "
+    "(build and clone it as the same user)"
 )
+_DROP = "ownership of the database (the user that created it may drop it) or SUPERUSER"
+_SIGNAL = (
+    "membership in pg_signal_backend (GRANT pg_signal_backend TO ...); only a "
+    "SUPERUSER may end a superuser's sessions"
+)
+_RUN_SQL = "the privileges on the objects the SQL uses (GRANT ... ON ...)"
 
 
 def _require_psycopg() -> None:
@@ -157,20 +165,21 @@ class PostgresServer(Server):
         action: str,
         fn: Callable[[psycopg.Connection[Any]], T],
         fixes: dict[str, str] | None = None,
+        *,
+        privilege: str = "",
     ) -> T:
         """Run *fn* on the admin connection; turn driver errors into ProvisioningError.
 
-        *fixes* maps a SQLSTATE to the advice that goes with it.
+        *fixes* maps a SQLSTATE to the advice that goes with it; other errors get
+        a fix by cause, naming *privilege* when the server refused it.
         """
         import psycopg
 
         try:
             return self._run(fn)
         except psycopg.Error as exc:
-            advice = {_INSUFFICIENT_PRIVILEGE: _PRIVILEGE_FIX, **(fixes or {})}
-            raise operation_error(
-                action, self.url, exc, advice.get(exc.sqlstate or "", "")
-            ) from None
+            fix = (fixes or {}).get(exc.sqlstate or "", "")
+            raise operation_error(action, self.url, exc, fix, privilege=privilege) from None
 
     def close(self) -> None:
         """Close the admin connection (it reopens on the next call)."""
@@ -235,6 +244,7 @@ class PostgresServer(Server):
             f"create database {name!r}",
             lambda c: c.execute(statement),
             {_DUPLICATE_DATABASE: "Drop it first or use a new name."},
+            privilege=_CREATEDB,
         )
 
     def _clone_statement(self, name: str, template: str) -> Any:
@@ -281,6 +291,7 @@ class PostgresServer(Server):
                     f"{self.clone_attempts} attempts; nothing may stay connected to a template."
                 ),
             },
+            privilege=_CLONE,
         )
 
     def _drop(self, name: str, *, missing_ok: bool) -> None:
@@ -313,12 +324,17 @@ class PostgresServer(Server):
             f"drop database {name!r}",
             drop,
             {_INVALID_CATALOG_NAME: "Pass missing_ok=True to ignore a missing database."},
+            privilege=_DROP,
         )
 
     def terminate_connections(self, name: str) -> int:
         """Close every other session on database *name* (ours only); return how many."""
         check_owned_name(name)
-        return self._call(f"terminate connections to {name!r}", lambda c: self._terminate(c, name))
+        return self._call(
+            f"terminate connections to {name!r}",
+            lambda c: self._terminate(c, name),
+            privilege=_SIGNAL,
+        )
 
     def _terminate(self, conn: psycopg.Connection[Any], name: str) -> int:
         # From PostgreSQL 14 the server waits (up to 5 s) until each backend is gone,
@@ -343,13 +359,17 @@ class PostgresServer(Server):
         """
         query = cast(Any, sql)
         if database is None or database == self.admin_database:
-            return self._call("run SQL", lambda c: _rows(c.execute(query, params)))
+            return self._call(
+                "run SQL", lambda c: _rows(c.execute(query, params)), privilege=_RUN_SQL
+            )
         import psycopg
 
         conn = self._open(database)
         try:
             return _rows(conn.execute(query, params))
         except psycopg.Error as exc:
-            raise operation_error(f"run SQL in database {database!r}", self.url, exc) from None
+            raise operation_error(
+                f"run SQL in database {database!r}", self.url, exc, privilege=_RUN_SQL
+            ) from None
         finally:
             conn.close()

@@ -8,7 +8,9 @@ backup API instead, which sees it.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import shutil
 import sqlite3
 from contextlib import closing
@@ -147,9 +149,30 @@ class SQLiteServer(Server):
             if isinstance(exc, (OSError, sqlite3.Error)):
                 raise ProvisioningError(
                     f"Cannot clone SQLite database {template!r} into {name!r} in "
-                    f"{self.directory}: {exc}."
+                    f"{self.directory}: {_reason(exc)}. {self._fix(exc, source)}"
                 ) from None
             raise
+
+    def _fix(self, exc: BaseException, path: Path) -> str:
+        """Return the fix for an OS or SQLite error met on the file at *path*."""
+        code = getattr(exc, "errno", None)
+        if code == errno.ENOSPC or "full" in str(exc).lower():
+            return f"Free disk space on the file system of {self.directory}, then run again."
+        if code in (errno.EACCES, errno.EPERM, errno.EROFS) or "readonly" in str(exc).lower():
+            return (
+                f"Make {self.directory} and its files writable by this user, or name a "
+                f"writable directory in {URL_HINT}."
+            )
+        if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
+            return (
+                f"{path} is damaged: delete it with its -wal and -shm files and run again "
+                "(a template is rebuilt on the next run)."
+            )
+        if "locked" in str(exc).lower():
+            return (
+                f"Another connection holds a write transaction on {path}: commit or close it first."
+            )
+        return f"Check that {self.directory} is writable and has free space."
 
     def _drop(self, name: str, *, missing_ok: bool) -> None:
         path = self.path(name)
@@ -172,13 +195,34 @@ class SQLiteServer(Server):
         if database and not self.path(database).is_file():
             raise ProvisioningError(
                 f"Cannot run SQL in SQLite database {database!r}: "
-                f"{self.path(database)} does not exist."
+                f"{self.path(database)} does not exist. Create it first "
+                "(server.create_database(name)), or check the name against "
+                "server.list_databases()."
             )
         try:
             with closing(sqlite3.connect(target, isolation_level=None)) as conn:
                 cursor = conn.execute(sql, params if params is not None else ())
                 return cursor.fetchall()
         except sqlite3.Error as exc:
+            if isinstance(exc, sqlite3.OperationalError | sqlite3.IntegrityError) and not (
+                _FILE_TROUBLE.search(str(exc))
+            ):
+                fix = (
+                    "SQLite rejected the statement: fix the SQL or the data it writes "
+                    "(the detail above says why)."
+                )
+            else:
+                fix = self._fix(exc, Path(target))
             raise ProvisioningError(
-                f"Could not run SQL in SQLite database {target}: {exc}."
+                f"Could not run SQL in SQLite database {target}: {_reason(exc)}. {fix}"
             ) from None
+
+
+_FILE_TROUBLE = re.compile(r"locked|readonly|full|not a database|unable to open|disk i/o")
+
+
+def _reason(exc: BaseException) -> str:
+    """Return what went wrong, without the errno prefix OSError puts first."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc).rstrip(".")
