@@ -24,14 +24,23 @@ Keys (see ../shared/BENCHMARKS.md):
   WAL_LOG vs FILE_COPY (and FILE_COPY with ``file_copy_method = clone`` on 18+),
   median of 20 each; ``drop_ms_median`` the drop after each.
 
-``cached_startup_s`` needs the pytest plugin and is measured by the suite group.
+- ``cached_startup_s``: pytest start to the first test of a small project
+  (the reference migrations, ``url_env``, one routed engine built at import
+  time) on the second of two runs, with the server running and the template
+  cached: the wall time from starting ``python -m pytest`` to the first
+  ``pytest_runtest_call`` (written by a conftest hook), median of 5.
+  ``cached_startup_plain_s`` is the same project with ``-p no:sqlsandbox``
+  (interpreter, pytest, plugins, app import): the difference is sqlsandbox's.
+  The template stays on the server afterwards, as after any real run.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +56,48 @@ BUILD_RUNS = 3
 CLONE_RUNS = 30
 WARM_RUNS = 100
 STRATEGY_RUNS = 20
+STARTUP_RUNS = 5
+
+# The small project of cached_startup_s: the reference schema, an app whose
+# engine is built at import time, and a hook that notes when the first test runs.
+_STARTUP_PYPROJECT = """
+[tool.pytest.ini_options]
+asyncio_default_fixture_loop_scope = "function"
+
+[tool.sqlsandbox]
+migrate = "alembic"
+url_env = ["DATABASE_URL"]
+engines = ["app:engine"]
+"""
+_STARTUP_APP = """
+import os
+from sqlalchemy import create_engine
+
+engine = create_engine(os.environ["DATABASE_URL"])
+"""
+_STARTUP_CONFTEST = """
+import os
+import time
+
+import app  # noqa: F401 - the app and its engine exist before any test
+
+_first = []
+
+
+def pytest_runtest_call(item):
+    if not _first:
+        _first.append(time.time())
+        with open(os.environ["SQLSANDBOX_BENCH_FIRST_TEST"], "w") as out:
+            out.write(repr(_first[0]))
+"""
+_STARTUP_TESTS = """
+import app
+
+
+def test_first():
+    # The stamp is written before this runs; with sqlsandbox the database is open by now.
+    assert app.engine.url.database
+"""
 
 
 def _answers(host: str, port: int) -> bool:
@@ -231,6 +282,60 @@ def _other_backend(url: str) -> dict[str, Any]:
         server.close()
 
 
+def _startup_project(directory: Path) -> None:
+    for name in ("alembic.ini", "models.py"):
+        shutil.copy(SCHEMA / name, directory / name)
+    shutil.copytree(SCHEMA / "migrations", directory / "migrations")
+    (directory / "pyproject.toml").write_text(_STARTUP_PYPROJECT)
+    (directory / "app.py").write_text(_STARTUP_APP)
+    (directory / "conftest.py").write_text(_STARTUP_CONFTEST)
+    (directory / "test_startup.py").write_text(_STARTUP_TESTS)
+
+
+def _start_to_first_test(directory: Path, env: dict[str, str], *args: str) -> float:
+    """Run pytest in *directory*; return the seconds from starting it to its first test."""
+    stamp = directory / "first-test"
+    stamp.unlink(missing_ok=True)
+    started = time.time()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=directory,
+        env={**env, "SQLSANDBOX_BENCH_FIRST_TEST": str(stamp)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if done.returncode != 0 or not stamp.exists():
+        raise RuntimeError(f"the startup project failed:\n{done.stdout}\n{done.stderr}")
+    return float(stamp.read_text()) - started
+
+
+def cached_startup(url: str | None) -> dict[str, Any]:
+    """Measure cached_startup_s (and cached_startup_plain_s) on the server at *url*."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTEST_", "SQLSANDBOX_")) and k != "DATABASE_URL"
+    }
+    if url is not None:
+        env["SQLSANDBOX_URL"] = url
+    with tempfile.TemporaryDirectory(prefix="sqlsandbox-bench-startup-") as name:
+        directory = Path(name)
+        _startup_project(directory)
+        _start_to_first_test(directory, env)  # builds the template, or finds it
+        samples = [_start_to_first_test(directory, env) for _ in range(STARTUP_RUNS)]
+        plain_env = {**env, "DATABASE_URL": "postgresql+psycopg://localhost/unused"}
+        plain = [
+            _start_to_first_test(directory, plain_env, "-p", "no:sqlsandbox")
+            for _ in range(STARTUP_RUNS)
+        ]
+    return {
+        "cached_startup_s": round(statistics.median(samples), 3),
+        "cached_startup_plain_s": round(statistics.median(plain), 3),
+    }
+
+
 def run(machine: dict[str, Any]) -> dict[str, Any]:
     """Measure template_build_s, clone_ms_median and warm_acquire_ms_median (and details)."""
     server = open_server(_postgres_url())
@@ -260,6 +365,9 @@ def run(machine: dict[str, Any]) -> dict[str, Any]:
     finally:
         bench.cleanup()
         server.close()
+
+    # Last on PostgreSQL: the pytest runs leave their template cached on the server.
+    results.update(cached_startup(_postgres_url()))
 
     by_backend: dict[str, Any] = {}
     if _answers("127.0.0.1", 3306):
