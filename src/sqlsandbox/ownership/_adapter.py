@@ -18,6 +18,7 @@ import asyncio
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from .._exceptions import ConfigError
+from . import _reset
 
 __all__ = [
     "AsyncAdapter",
@@ -62,13 +63,22 @@ class SyncAdapter(Protocol):
     raw: Any
 
     def begin(self, isolation_level: str | None) -> None:
-        """Open the outer transaction, with *isolation_level* right after BEGIN."""
+        """Open the outer transaction, with *isolation_level* right after BEGIN.
+
+        Adapters with ``resets = True`` (the base classes here) also take
+        ``snapshot=True`` (record the sequence baseline first) and
+        ``restore=True`` (put sequences back to it first).
+        """
 
     def commit(self) -> None:
         """Commit the outer transaction (only for ``sandbox=False`` owners)."""
 
     def rollback(self) -> None:
-        """Roll back the outer transaction and drop session leftovers (locks)."""
+        """Roll back the outer transaction and drop session leftovers (locks).
+
+        Adapters with ``resets = True`` also take ``sequences=`` (restore
+        sequences to the baseline) and ``session=`` (undo session state).
+        """
 
     def savepoint(self, name: str) -> None:
         """Create savepoint *name*."""
@@ -182,7 +192,7 @@ def rollback_sql(dialect: str) -> list[str]:
     """Return the statements that end the outer transaction and clean the session."""
     if dialect == "postgresql":
         # Session advisory locks survive ROLLBACK and would block the next test.
-        return ["ROLLBACK", "SELECT pg_advisory_unlock_all()"]
+        return ["ROLLBACK", "SELECT pg_catalog.pg_advisory_unlock_all()"]
     return ["ROLLBACK"]
 
 
@@ -215,6 +225,12 @@ class _SQLBase:
     raw: Any
     #: Whether one call may carry several statements (one round trip).
     multi_statement: ClassVar[bool] = False
+    #: begin() takes ``snapshot=`` and rollback() ``sequences=`` / ``session=``.
+    resets: ClassVar[bool] = True
+    #: Set by the sandbox: the epoch of this session's sequence baseline, or None.
+    snapshot_epoch: int | None = None
+    #: PostgreSQL: the statements the checkin executes are prepared on this session.
+    reset_ready: bool = False
 
     def __init__(self, raw: Any, *, kind: str, dialect: str) -> None:
         if dialect not in ("postgresql", "mysql", "sqlite"):
@@ -263,14 +279,25 @@ class SQLAdapter(_SQLBase, abc.ABC):
         for sql in self._batches(stmts):
             self.execute(sql)
 
-    def begin(self, isolation_level: str | None) -> None:
-        self._run(begin_sql(self.dialect, isolation_level))
+    def begin(
+        self, isolation_level: str | None, *, snapshot: bool = False, restore: bool = False
+    ) -> None:
+        if snapshot:
+            self._run(_reset.snapshot_sql(self.dialect))
+        stmts = begin_sql(self.dialect, isolation_level)
+        self._run(_reset.begin_sql(self, stmts, restore=restore))
+        self.reset_ready = True
 
     def commit(self) -> None:
         self.execute("COMMIT")
 
-    def rollback(self) -> None:
-        self._run(rollback_sql(self.dialect))
+    def rollback(self, *, sequences: bool = False, session: bool = False) -> None:
+        try:
+            self._run(_reset.checkin_sql(self, sequences=sequences, session=session))
+        except Exception as exc:
+            if self.is_broken():
+                raise
+            self._run(_reset.recovery_sql(self, exc, sequences=sequences, session=session))
 
     def savepoint(self, name: str) -> None:
         self.execute(f"SAVEPOINT {_quote_name(name)}")
@@ -318,14 +345,25 @@ class AsyncSQLAdapter(_SQLBase, abc.ABC):
         for sql in self._batches(stmts):
             await self.execute(sql)
 
-    async def begin(self, isolation_level: str | None) -> None:
-        await self._run(begin_sql(self.dialect, isolation_level))
+    async def begin(
+        self, isolation_level: str | None, *, snapshot: bool = False, restore: bool = False
+    ) -> None:
+        if snapshot:
+            await self._run(_reset.snapshot_sql(self.dialect))
+        stmts = begin_sql(self.dialect, isolation_level)
+        await self._run(_reset.begin_sql(self, stmts, restore=restore))
+        self.reset_ready = True
 
     async def commit(self) -> None:
         await self.execute("COMMIT")
 
-    async def rollback(self) -> None:
-        await self._run(rollback_sql(self.dialect))
+    async def rollback(self, *, sequences: bool = False, session: bool = False) -> None:
+        try:
+            await self._run(_reset.checkin_sql(self, sequences=sequences, session=session))
+        except Exception as exc:
+            if self.is_broken():
+                raise
+            await self._run(_reset.recovery_sql(self, exc, sequences=sequences, session=session))
 
     async def savepoint(self, name: str) -> None:
         await self.execute(f"SAVEPOINT {_quote_name(name)}")

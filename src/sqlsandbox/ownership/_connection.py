@@ -25,6 +25,7 @@ from .._exceptions import OwnershipError
 from ._ddl import implicit_commit
 from ._lock import OpLock, current_holder
 from ._messages import DOCS_PAGE, caller_name
+from ._reset import session_effects
 
 if TYPE_CHECKING:
     from ._adapter import AsyncAdapter, SyncAdapter
@@ -81,6 +82,9 @@ class OwnedConnection:
         self.state: State = "open"
         self.reason: str | None = None
         self.guard_ddl = self.sandboxed and self.dialect == "mysql"
+        # What the statements seen by check_statement (MariaDB/MySQL) may have left.
+        self.moved_counters = False
+        self.kept_session = False
 
     def __repr__(self) -> str:
         return f"<OwnedConnection {self.kind} {self.state}>"
@@ -212,6 +216,10 @@ class OwnedConnection:
     def _lose(self, reason: str) -> None:
         self.state = "lost"
         self.reason = reason
+        owner = self.owner
+        if owner is not None:
+            # Nobody restores what this connection moved, and it may have committed.
+            owner.sandbox._sequences_moved()
         for entry in self.stack:
             entry.alive = False
         self.stack.clear()
@@ -406,11 +414,19 @@ class Lease:
         return self._c.guard_ddl
 
     def check_statement(self, sql: str) -> None:
-        """Refuse a statement MariaDB/MySQL would commit implicitly."""
-        if self._c.guard_ddl and isinstance(sql, str):
+        """Refuse a statement MariaDB/MySQL would commit implicitly.
+
+        Also notes what the statement may leave behind a rollback (moved
+        AUTO_INCREMENT counters, session state), for the checkin.
+        """
+        c = self._c
+        if c.guard_ddl and isinstance(sql, str):
             verb = implicit_commit(sql)
             if verb is not None:
-                raise self._c.ddl_error(verb)
+                raise c.ddl_error(verb)
+            moved, kept = session_effects(sql)
+            c.moved_counters = c.moved_counters or moved
+            c.kept_session = c.kept_session or kept
 
     @property
     def usable(self) -> bool:

@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import inspect
 import threading
+import weakref
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -48,9 +49,83 @@ class ConnectionsMixin:
     queue_timeout: float | None
     check_deferred_on_checkin: bool
     max_idle: int
+    reset_sequences: bool
+    _reset_session: bool
     _lock: threading.RLock
     _closed: bool
     _idle: dict[tuple[str, asyncio.AbstractEventLoop | None], list[Any]]
+    #: Counts events after which sequence baselines may be stale: plain
+    #: connections handed out, real commits, lost connections.
+    _epoch: int
+    _open_conns: weakref.WeakSet[OwnedConnection]
+    #: A checkin skipped its restore because another owner was mid-test.
+    _restore_debt: bool
+
+    # ------------------------------------------------------------------------------
+    # What a rollback does not undo (see _reset.py)
+    # ------------------------------------------------------------------------------
+
+    def _sequences_moved(self) -> None:
+        """Note that sequences may have moved outside any restore: baselines are stale."""
+        self._epoch += 1  # a lost update under a race still changes the value
+
+    def _alone(self, conn: OwnedConnection | None = None) -> bool:
+        """Return whether no owner connection but *conn* is open (none mid-test)."""
+        return not any(c is not conn and c.state == "open" for c in list(self._open_conns))
+
+    def _trusted(self, adapter: Any) -> bool:
+        """Whether *adapter* holds a baseline taken since the last possible commit."""
+        return adapter.snapshot_epoch is not None and adapter.snapshot_epoch == self._epoch
+
+    def _begin_options(self, state: OwnerState, adapter: Any) -> dict[str, bool]:
+        """Decide whether this BEGIN first records the baseline, or first restores."""
+        if not getattr(adapter, "resets", False):
+            return {}
+        if not (state.sandboxed and self.reset_sequences):
+            return {}
+        alone = self._alone()
+        if self._trusted(adapter):
+            # Pay what concurrent owners left unrestored before this test inserts.
+            return {"restore": self._restore_debt and alone}
+        # A baseline taken while another owner is mid-test would include what
+        # that owner consumed: take none, and restore nothing with this one.
+        adapter.snapshot_epoch = None
+        return {"snapshot": alone}
+
+    def _begun(self, adapter: Any, options: dict[str, bool], epoch: int) -> None:
+        if options.get("snapshot"):
+            adapter.snapshot_epoch = epoch
+            # Nobody could restore the debt, so this baseline is the new normal.
+            self._restore_debt = False
+        if options.get("restore"):
+            self._restore_debt = False
+
+    def _checkin_options(self, conn: OwnedConnection) -> dict[str, bool]:
+        """Decide what the checkin undoes besides the transaction."""
+        adapter = conn.adapter
+        if not getattr(adapter, "resets", False):
+            return {}
+        sequences = (
+            self.reset_sequences
+            and self._trusted(adapter)
+            and (self._restore_debt or conn.dialect != "mysql" or conn.moved_counters)
+        )
+        if sequences and not self._alone(conn):
+            # Restoring while another owner is mid-test would hand out its ids
+            # twice: the next owner alone on a trusted connection restores.
+            self._restore_debt = True
+            sequences = False
+        elif sequences:
+            self._restore_debt = False
+        return {"sequences": sequences, "session": self._reset_session}
+
+    def _keep_after(self, conn: OwnedConnection) -> bool:
+        """Whether the connection may serve the next owner as it is."""
+        if not conn.sandboxed:
+            # It committed for real and kept every session setting of the test.
+            self._sequences_moved()
+            return False
+        return not (self._reset_session and conn.kept_session)
 
     def _two_drivers(self, state: OwnerState, have: str, want: str) -> OwnershipError:
         return OwnershipError(
@@ -97,9 +172,13 @@ class ConnectionsMixin:
                     except Exception as exc:
                         raise self._connect_error(state, connector.kind, exc) from exc
                 if not state.sandboxed:
+                    self._sequences_moved()
                     break
                 try:
-                    adapter.begin(state.isolation_level)
+                    epoch = self._epoch
+                    options = self._begin_options(state, adapter)
+                    adapter.begin(state.isolation_level, **options)
+                    self._begun(adapter, options, epoch)
                     break
                 except Exception as exc:
                     broken = adapter.is_broken()
@@ -109,6 +188,7 @@ class ConnectionsMixin:
                         raise self._connect_error(state, connector.kind, exc) from exc
             assert adapter is not None
             conn = OwnedConnection(adapter, state, is_async=False)
+            self._open_conns.add(conn)
             if register:
                 state.conn = conn
             if state.status != "active":
@@ -154,10 +234,14 @@ class ConnectionsMixin:
                     except Exception as exc:
                         raise self._connect_error(state, connector.kind, exc) from exc
                 if not state.sandboxed:
+                    self._sequences_moved()
                     break
                 try:
-                    coro2 = adapter.begin(state.isolation_level)
+                    epoch = self._epoch
+                    options = self._begin_options(state, adapter)
+                    coro2 = adapter.begin(state.isolation_level, **options)
                     await (host.run(coro2) if host is not None else coro2)
+                    self._begun(adapter, options, epoch)
                     break
                 except Exception as exc:
                     broken = adapter.is_broken()
@@ -167,6 +251,7 @@ class ConnectionsMixin:
                         raise self._connect_error(state, connector.kind, exc) from exc
             assert adapter is not None
             conn = OwnedConnection(adapter, state, is_async=True, host=host, loop=loop)
+            self._open_conns.add(conn)
             if register:
                 state.conn = conn
             if state.status != "active":
@@ -197,6 +282,9 @@ class ConnectionsMixin:
             for key in [k for k in self._idle if k[1] is not None and k[1].is_closed()]:
                 dead.extend((a, key[1]) for a in self._idle.pop(key))
             pool = self._idle.get((kind, loop))
+            if pool and self._restore_debt:
+                # Only a connection with a trusted baseline can pay the debt.
+                pool.sort(key=lambda a: getattr(a, "resets", False) and self._trusted(a))
             while pool and adapter is None:
                 candidate = pool.pop()
                 if candidate.is_broken():
@@ -241,7 +329,7 @@ class ConnectionsMixin:
                     except Exception as exc:
                         error = _deferred_error(conn, exc)
                 if healthy:
-                    adapter.rollback()
+                    adapter.rollback(**self._checkin_options(conn))
             elif conn.stack:
                 adapter.rollback()
         except Exception:
@@ -250,7 +338,8 @@ class ConnectionsMixin:
             conn.forget_stack()
             conn.state = "closed"
             conn.lock.force_release()
-        if not (healthy and not adapter.is_broken() and self._keep_idle(adapter, None)):
+        keep = healthy and self._keep_after(conn) and not adapter.is_broken()
+        if not (keep and self._keep_idle(adapter, None)):
             _close_quietly(adapter)
         if error is not None:
             raise error
@@ -271,7 +360,7 @@ class ConnectionsMixin:
                     except Exception as exc:
                         error = _deferred_error(conn, exc)
                 if healthy:
-                    await adapter.rollback()
+                    await adapter.rollback(**self._checkin_options(conn))
             elif conn.stack:
                 await adapter.rollback()
         except Exception:
@@ -280,7 +369,8 @@ class ConnectionsMixin:
             conn.forget_stack()
             conn.state = "closed"
             conn.lock.force_release()
-        if not (healthy and not adapter.is_broken() and self._keep_idle(adapter, conn.loop)):
+        keep = healthy and self._keep_after(conn) and not adapter.is_broken()
+        if not (keep and self._keep_idle(adapter, conn.loop)):
             try:
                 await adapter.close()
             except Exception:

@@ -105,6 +105,9 @@ class Sandbox(ConnectionsMixin):
             CONSTRAINTS ALL IMMEDIATE``) before every checkin's rollback, so a
             test that breaks one fails.
         max_idle: connections per kind kept open between owners.
+        reset_sequences: at checkin, put back the sequences (PostgreSQL) and
+            AUTO_INCREMENT counters (MariaDB/MySQL) the owner advanced, so
+            every test's first insert gets the same id.
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class Sandbox(ConnectionsMixin):
         isolation_level: str | None = None,
         check_deferred_on_checkin: bool = False,
         max_idle: int = 4,
+        reset_sequences: bool = True,
     ) -> None:
         if mode not in ("manual", "auto"):
             raise ConfigError(
@@ -131,6 +135,12 @@ class Sandbox(ConnectionsMixin):
         self.isolation_level = normalize_isolation_level(isolation_level)
         self.check_deferred_on_checkin = check_deferred_on_checkin
         self.max_idle = max_idle
+        self.reset_sequences = reset_sequences
+        # Undo session state a rollback leaves (private: tests switch it off).
+        self._reset_session = True
+        self._epoch = 0
+        self._restore_debt = False
+        self._open_conns: weakref.WeakSet[Any] = weakref.WeakSet()
         self._var: contextvars.ContextVar[_Binding | None] = contextvars.ContextVar(
             f"sqlsandbox_owner_{id(self):x}", default=None
         )
@@ -532,6 +542,7 @@ class Sandbox(ConnectionsMixin):
         binding = self._var.get()
         if binding is not None:
             if binding is _UNBOXED:
+                self._sequences_moved()  # a plain connection: its writes commit
                 return None
             if binding.live:
                 return binding.state
@@ -540,6 +551,7 @@ class Sandbox(ConnectionsMixin):
         if found is not None:
             return found
         if self._mode == "auto":
+            self._sequences_moved()
             return None
         with self._lock:
             names = [s.name for s in self._owners.values()]

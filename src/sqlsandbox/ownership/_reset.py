@@ -1,0 +1,272 @@
+"""What a rollback does not undo: sequences, and session state left by a test.
+
+Everything here is SQL text for the adapter base classes, chosen so that the
+common checkin costs no extra round trip: it rides along with the ROLLBACK.
+
+PostgreSQL
+    Inside the sandbox every statement of the test runs in the owner's
+    transaction, so ``SET``, ``LISTEN``, temporary tables and ``WITH HOLD``
+    cursors are all undone by the ROLLBACK. What survives is non-transactional:
+    sequence values, the session's ``currval``/``lastval`` cache, session
+    advisory locks and ``PREPARE``'d statements. The sequence baseline is a
+    session setting (``sqlsandbox.sequences``) written outside any transaction
+    once per connection; two statements of ours are prepared once per
+    connection (``sqlsandbox_*``) so the checkin needs no parsing or planning.
+    Statements the app prepared with SQL ``PREPARE`` are found by a check that
+    fails on purpose (there is no conditional DEALLOCATE in plain SQL); only
+    then a ``DO`` block removes them, in a second round trip. Statements that
+    drivers prepare through the protocol (asyncpg's and psycopg's caches) are
+    never touched: ``DISCARD ALL`` would break those caches.
+
+MariaDB/MySQL
+    AUTO_INCREMENT counters and SEQUENCE objects keep counting through a
+    ROLLBACK. Their baseline lives in a user variable; restoring is DDL
+    (``ALTER TABLE ... AUTO_INCREMENT``), which InnoDB never sets below
+    ``MAX(id) + 1``, so committed rows are safe. It only runs when the test
+    sent a statement that can move a counter.
+
+SQLite
+    ``sqlite_sequence`` and rowids are transactional: nothing to do.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = [
+    "LEFTOVER_MARK",
+    "begin_sql",
+    "checkin_sql",
+    "recovery_sql",
+    "session_effects",
+    "snapshot_sql",
+]
+
+#: Session setting (PostgreSQL) and user variable (MariaDB) holding the baseline.
+_PG_SETTING = "sqlsandbox.sequences"
+_MY_VARIABLE = "@sqlsandbox_counters"
+#: Text of the error our leftover check raises on purpose.
+LEFTOVER_MARK = "sqlsandbox: session state left by the test"
+
+# -- PostgreSQL --------------------------------------------------------------------
+
+# One entry "oid:value:t|f" per sequence the user may read and set; temporary
+# sequences belong to one session and die with it.
+_PG_SNAPSHOT = f"""SELECT pg_catalog.set_config('{_PG_SETTING}', coalesce((
+SELECT pg_catalog.string_agg(q.seq::text || ':' || coalesce(q.last, q.start)::text || ':'
+       || CASE WHEN q.last IS NULL THEN 'f' ELSE 't' END, ',')
+FROM (SELECT s.seqrelid AS seq, s.seqstart AS start,
+             pg_catalog.pg_sequence_last_value(s.seqrelid) AS last
+      FROM (SELECT s.seqrelid, s.seqstart FROM pg_catalog.pg_sequence s
+            JOIN pg_catalog.pg_class c ON c.oid = s.seqrelid
+            WHERE c.relpersistence <> 't'
+              AND pg_catalog.has_sequence_privilege(s.seqrelid, 'SELECT')
+              AND pg_catalog.has_sequence_privilege(s.seqrelid, 'UPDATE')
+            OFFSET 0) s) q), ''), false) IS NULL"""
+
+# Restore every sequence whose value differs from the baseline. A sequence that
+# feeds a serial or identity column is never set below that column's MAX (rows
+# committed behind the sandbox's back, by another process for example, keep
+# their ids unique); the MAX is only computed for sequences that moved. Runs
+# after the ROLLBACK, so the MAX sees committed rows only, with asynchronous
+# commit: setval's WAL record must not wait for a disk flush.
+_PG_RESTORE = f"""SELECT pg_catalog.count(pg_catalog.setval(r.seq,
+         CASE WHEN r.top >= r.next THEN r.top::bigint ELSE r.value END,
+         coalesce(r.top >= r.next, false) OR r.called))
+       + pg_catalog.count(pg_catalog.set_config('synchronous_commit', 'off', true))
+FROM (SELECT c.seq, c.value, c.called, c.next,
+        (SELECT (pg_catalog.xpath('/row/m/text()', pg_catalog.query_to_xml(pg_catalog.format(
+                   'SELECT pg_catalog.max(%I)::numeric AS m FROM %s',
+                   a.attname, d.refobjid::pg_catalog.regclass), false, true, '')))[1]::text::numeric
+         FROM pg_catalog.pg_depend d
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.seq
+           AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+           AND d.deptype IN ('a', 'i') AND c.increment > 0
+         LIMIT 1) AS top
+      FROM (SELECT b.seq, b.value, b.called, s.seqincrement AS increment,
+                   CASE WHEN b.called THEN b.value::numeric + s.seqincrement
+                        ELSE b.value::numeric END AS next
+            FROM (SELECT pg_catalog.split_part(e, ':', 1)::pg_catalog.oid AS seq,
+                         pg_catalog.split_part(e, ':', 2)::bigint AS value,
+                         pg_catalog.split_part(e, ':', 3) = 't' AS called
+                  FROM pg_catalog.unnest(pg_catalog.string_to_array(
+                         pg_catalog.current_setting('{_PG_SETTING}', true), ',')) AS e) b
+            JOIN pg_catalog.pg_sequence s ON s.seqrelid = b.seq
+            WHERE pg_catalog.pg_sequence_last_value(b.seq)
+                  IS DISTINCT FROM CASE WHEN b.called THEN b.value END
+            OFFSET 0) c
+      OFFSET 0) r"""
+
+#: Our own prepared statements.
+_OURS = "name LIKE 'sqlsandbox\\_%'"
+
+# Fails, naming one statement, when the app left a SQL-level prepared statement.
+_PG_LEFTOVERS = f"""SELECT ('{LEFTOVER_MARK}: prepared statement ' || name)::int
+FROM pg_catalog.pg_prepared_statements
+WHERE from_sql AND NOT {_OURS} LIMIT 1"""
+
+
+def _pg_deallocate(where: str) -> str:
+    """Return a DO block that deallocates the SQL-level prepared statements matching *where*."""
+    return f"""DO $sqlsandbox$
+DECLARE r record;
+BEGIN
+  FOR r IN SELECT name FROM pg_catalog.pg_prepared_statements WHERE from_sql AND ({where}) LOOP
+    EXECUTE pg_catalog.format('DEALLOCATE %I', r.name);
+  END LOOP;
+END
+$sqlsandbox$"""
+
+
+_PG_PREPARE = [
+    f"PREPARE sqlsandbox_restore_sequences AS {_PG_RESTORE}",
+    f"PREPARE sqlsandbox_leftovers AS {_PG_LEFTOVERS}",
+]
+_PG_UNLOCK = "SELECT pg_catalog.pg_advisory_unlock_all()"
+
+# -- MariaDB / MySQL ---------------------------------------------------------------
+
+# [[name, next value], ...] for every table with an AUTO_INCREMENT counter and
+# every SEQUENCE of the current database.
+_MY_SNAPSHOT = f"""BEGIN NOT ATOMIC
+  DECLARE v BIGINT;
+  SET {_MY_VARIABLE} = (SELECT JSON_ARRAYAGG(JSON_ARRAY(TABLE_NAME, AUTO_INCREMENT))
+    FROM information_schema.TABLES
+    WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'BASE TABLE' AND AUTO_INCREMENT IS NOT NULL);
+  FOR s IN (SELECT TABLE_NAME AS n FROM information_schema.TABLES
+            WHERE TABLE_SCHEMA = DATABASE() AND TABLE_TYPE = 'SEQUENCE') DO
+    EXECUTE IMMEDIATE CONCAT('SELECT next_not_cached_value INTO @sqlsandbox_v FROM `',
+                             REPLACE(s.n, '`', '``'), '`');
+    SET {_MY_VARIABLE} = JSON_ARRAY_APPEND(COALESCE({_MY_VARIABLE}, '[]'), '$',
+                                            JSON_ARRAY(s.n, @sqlsandbox_v, 'sequence'));
+  END FOR;
+END"""
+
+# DDL, one statement per counter that moved, collected first: the implicit
+# commit of each ALTER must not run inside the loop over information_schema.
+# A lock wait (another connection in a transaction on the table) gives up
+# quickly instead of hanging the checkin.
+_MY_RESTORE = f"""BEGIN NOT ATOMIC
+  DECLARE todo LONGTEXT DEFAULT '[]';
+  DECLARE i INT DEFAULT 0;
+  FOR r IN (SELECT j.n, j.v, j.k, t.AUTO_INCREMENT AS a
+            FROM JSON_TABLE(COALESCE({_MY_VARIABLE}, '[]'), '$[*]' COLUMNS (
+                   n VARCHAR(64) PATH '$[0]', v BIGINT PATH '$[1]', k VARCHAR(8) PATH '$[2]')) j
+            JOIN information_schema.TABLES t
+              ON t.TABLE_SCHEMA = DATABASE() AND t.TABLE_NAME = j.n) DO
+    IF r.k = 'sequence' THEN
+      EXECUTE IMMEDIATE CONCAT('SELECT next_not_cached_value INTO @sqlsandbox_v FROM `',
+                               REPLACE(r.n, '`', '``'), '`');
+      IF @sqlsandbox_v <> r.v THEN
+        SET todo = JSON_ARRAY_APPEND(todo, '$', CONCAT('ALTER SEQUENCE `',
+                   REPLACE(r.n, '`', '``'), '` RESTART WITH ', r.v));
+      END IF;
+    ELSEIF r.a <> r.v THEN
+      SET todo = JSON_ARRAY_APPEND(todo, '$', CONCAT('ALTER TABLE `',
+                 REPLACE(r.n, '`', '``'), '` AUTO_INCREMENT = ', r.v));
+    END IF;
+  END FOR;
+  WHILE i < JSON_LENGTH(todo) DO
+    EXECUTE IMMEDIATE CONCAT('SET STATEMENT lock_wait_timeout = 5 FOR ',
+                             JSON_UNQUOTE(JSON_EXTRACT(todo, CONCAT('$[', i, ']'))));
+    SET i = i + 1;
+  END WHILE;
+END"""
+
+# Statements after which a MariaDB connection keeps something of the test
+# (session or user variables, named locks, temporary tables, prepared
+# statements, the default database): the connection is then replaced, which
+# also brings back what the app's connect hooks had set.
+_MY_SESSION = re.compile(
+    r"""^\s*(?:(?:/\*.*?\*/|--[^\n]*\n|\#[^\n]*\n)\s*)*
+        (?:SET\b(?!\s+(?:SESSION\s+)?TRANSACTION\b)|PREPARE\b|USE\b|HANDLER\b
+         |CREATE\s+(?:OR\s+REPLACE\s+)?TEMPORARY\b)
+    | \bGET_LOCK\s*\( | @\w+\s*:= | \bINTO\s+@""",
+    re.IGNORECASE | re.VERBOSE | re.DOTALL,
+)
+# Statements that may move an AUTO_INCREMENT counter or a sequence.
+_MY_WRITES = re.compile(
+    r"""\b(?:INSERT|UPDATE|REPLACE|LOAD|CALL|EXECUTE|NEXTVAL|SETVAL|NEXT\s+VALUE\s+FOR)\b""",
+    re.IGNORECASE,
+)
+
+
+def session_effects(sql: str) -> tuple[bool, bool]:
+    """Return (may move counters, keeps session state) for a MariaDB/MySQL statement.
+
+    Errs on the side of yes: a false yes costs a check, a false no a leak.
+    """
+    return _MY_WRITES.search(sql) is not None, _MY_SESSION.search(sql) is not None
+
+
+# -- what the adapter base classes send ----------------------------------------------
+
+
+def snapshot_sql(dialect: str) -> list[str]:
+    """Return the statements that record the sequence baseline (outside a transaction)."""
+    if dialect == "postgresql":
+        return [_PG_SNAPSHOT]
+    if dialect == "mysql":
+        return [_MY_SNAPSHOT]
+    return []
+
+
+def begin_sql(adapter: Any, stmts: list[str], *, restore: bool = False) -> list[str]:
+    """Complete the BEGIN batch: restore sequences first, prepare our statements once.
+
+    PREPARE and setval are not transactional: both outlive the test's rollback.
+    """
+    dialect = adapter.dialect
+    if dialect == "postgresql":
+        if not adapter.reset_ready:
+            return [*stmts, *_PG_PREPARE]
+        return ["EXECUTE sqlsandbox_restore_sequences", *stmts] if restore else stmts
+    if dialect == "mysql" and restore:
+        return [_MY_RESTORE, *stmts]
+    return stmts
+
+
+def checkin_sql(adapter: Any, *, sequences: bool, session: bool) -> list[str]:
+    """Return the statements that end the owner's transaction and undo what it left."""
+    dialect = adapter.dialect
+    if dialect == "postgresql":
+        stmts = ["ROLLBACK", _PG_UNLOCK]
+        if not adapter.reset_ready:
+            return stmts  # the BEGIN that prepares our statements never ran
+        if sequences:
+            stmts.append("EXECUTE sqlsandbox_restore_sequences")
+        if session:
+            # Drops the currval()/lastval() cache; the leftover check comes last
+            # because it fails on purpose.
+            stmts += ["DISCARD SEQUENCES", "EXECUTE sqlsandbox_leftovers"]
+        return stmts
+    if dialect == "mysql" and sequences:
+        return ["ROLLBACK", _MY_RESTORE]
+    return ["ROLLBACK"]
+
+
+def recovery_sql(adapter: Any, exc: BaseException, *, sequences: bool, session: bool) -> list[str]:
+    """Return what to send after the checkin batch failed with *exc*.
+
+    The leftover check failing on purpose leaves only the DEALLOCATE to do.
+    Anything else (the app deallocated our statements, for example) means the
+    batch stopped early: end the transaction, undo what is left without our
+    prepared statements, and prepare them again at the next BEGIN.
+    """
+    dialect = adapter.dialect
+    if dialect != "postgresql":
+        return ["ROLLBACK"] if adapter.in_transaction() is not False else []
+    if LEFTOVER_MARK in str(exc):
+        return [_pg_deallocate(f"NOT {_OURS}")]
+    adapter.reset_ready = False
+    stmts = ["ROLLBACK"] if adapter.in_transaction() is not False else []
+    stmts.append(_PG_UNLOCK)
+    if sequences:
+        stmts.append(_PG_RESTORE)
+    if session:
+        stmts.append("DISCARD SEQUENCES")
+    # Ours too: after an error we no longer know which of them still exist.
+    stmts.append(_pg_deallocate("true" if session else _OURS))
+    return stmts
