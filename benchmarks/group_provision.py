@@ -25,10 +25,10 @@ Keys (see ../shared/BENCHMARKS.md):
   median of 20 each; ``drop_ms_median`` the drop after each.
 
 - ``cached_startup_s``: pytest start to the first test of a small project
-  (the reference migrations, ``url_env``, one routed engine built at import
-  time) on the second of two runs, with the server running and the template
-  cached: the wall time from starting ``python -m pytest`` to the first
-  ``pytest_runtest_call`` (written by a conftest hook), median of 5.
+  (the reference migrations and models, ``url_env``, one routed engine built
+  at import time) on the second of two runs, with the server running and the
+  template cached: the wall time from starting ``python -m pytest`` to the
+  first ``pytest_runtest_call`` (written by a conftest hook), median of 5.
   ``cached_startup_plain_s`` is the same project with ``-p no:sqlsandbox``
   (interpreter, pytest, plugins, app import): the difference is sqlsandbox's.
   The template stays on the server afterwards, as after any real run.
@@ -72,6 +72,8 @@ engines = ["app:engine"]
 _STARTUP_APP = """
 import os
 from sqlalchemy import create_engine
+
+import models  # noqa: F401 - an app imports its ORM models
 
 engine = create_engine(os.environ["DATABASE_URL"])
 """
