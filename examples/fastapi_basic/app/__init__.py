@@ -1,0 +1,1 @@
+"""A shop's item catalogue: FastAPI, SQLAlchemy 2 and PostgreSQL."""
