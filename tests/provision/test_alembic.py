@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from sqlsandbox import ProvisioningError
+from sqlsandbox import ConfigError, ProvisioningError
 from sqlsandbox.provision import Provisioner, TemplateSpec, compute_fingerprint
+from sqlsandbox.provision._sources import AlembicSource, parse_source
 from sqlsandbox.servers import Server
 
 from .conftest import query
@@ -143,7 +145,92 @@ def test_alembic_env_logging_config_does_not_silence_other_loggers(
 def test_alembic_without_configuration_says_how_to_fix(
     make_provisioner: MakeProvisioner, tmp_path: Path
 ) -> None:
-    from sqlsandbox import ConfigError
-
-    with pytest.raises(ConfigError, match=r"no alembic.ini .* Run 'alembic init'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"no alembic.ini .* Run 'alembic init', or point migrate = "
+        r"'alembic:path/to/alembic.ini' or alembic_config",
+    ):
         make_provisioner().template(TemplateSpec(migrate="alembic", root=tmp_path))
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_alembic_with_a_path_uses_that_configuration(
+    make_provisioner: MakeProvisioner, tmp_path: Path
+) -> None:
+    root = tmp_path / "project"
+    # The configuration lives below the project root, as in many monorepos.
+    alembic_project(root / "db", "generic")
+    provisioner = make_provisioner()
+    built = provisioner.template(TemplateSpec(migrate="alembic:db/alembic.ini", root=root))
+    assert built.built
+    with provisioner.acquire("test") as lease:
+        assert query(lease.url, "SELECT version_num FROM alembic_version") == [("b2",)]
+        assert query(lease.url, "SELECT name FROM users") == [("ada",)]
+
+
+def test_alembic_path_is_never_taken_for_a_callable(tmp_path: Path) -> None:
+    spec = TemplateSpec(migrate="alembic:alembic.ini", root=tmp_path)
+    source = parse_source("alembic:alembic.ini", spec, backend="sqlite")
+    assert isinstance(source, AlembicSource)
+    assert source.label == "alembic:alembic.ini"
+
+
+def test_alembic_path_is_part_of_the_fingerprint(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    alembic_project(root, "generic")
+    # A second configuration pointing at the very same scripts.
+    (root / "ci.ini").write_text((root / "alembic.ini").read_text())
+
+    def fingerprint(migrate: str) -> tuple[str, dict[str, str]]:
+        spec = TemplateSpec(migrate=migrate, root=root)
+        found = compute_fingerprint(spec, backend="postgresql", server_version="15")
+        return found.value, dict(found.parts)
+
+    default, _ = fingerprint("alembic")
+    explicit, parts = fingerprint("alembic:alembic.ini")
+    other, other_parts = fingerprint("alembic:ci.ini")
+    assert "alembic:versions/a1_users.py" in parts
+    assert parts["alembic:config"] != other_parts["alembic:config"]
+    assert len({default, explicit, other}) == 3
+    assert fingerprint("alembic:ci.ini")[0] == other  # stable
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_alembic_path_that_does_not_exist_names_the_setting(
+    make_provisioner: MakeProvisioner, tmp_path: Path
+) -> None:
+    with pytest.raises(
+        ConfigError,
+        match=r"Alembic configuration .*nowhere\.ini does not exist: fix the path in migrate = "
+        r"'alembic:nowhere\.ini' \(--sqlsandbox-migrate, SQLSANDBOX_MIGRATE or "
+        r"\[tool.sqlsandbox\] migrate\); it is relative to the project root",
+    ):
+        make_provisioner().template(TemplateSpec(migrate="alembic:nowhere.ini", root=tmp_path))
+
+
+def test_alembic_path_and_alembic_config_must_agree(tmp_path: Path) -> None:
+    alembic_project(tmp_path, "generic")
+    spec = TemplateSpec(migrate="alembic:alembic.ini", alembic_config="other.ini", root=tmp_path)
+    with pytest.raises(
+        ConfigError,
+        match=r"migrate = 'alembic:alembic.ini' and alembic_config = 'other.ini' name different "
+        r"Alembic configurations .*: keep only one of them\.",
+    ):
+        compute_fingerprint(spec, backend="sqlite", server_version="3")
+    same = TemplateSpec(migrate="alembic:alembic.ini", alembic_config="alembic.ini", root=tmp_path)
+    assert compute_fingerprint(same, backend="sqlite", server_version="3")
+
+
+def test_alembic_scripts_that_cannot_load_name_the_configuration(tmp_path: Path) -> None:
+    root = alembic_project(tmp_path / "project", "generic")
+    ini = root / "alembic.ini"
+    ini.write_text(
+        re.sub(r"(?m)^script_location = .*$", "script_location = %(here)s/gone", ini.read_text())
+    )
+    spec = TemplateSpec(migrate="alembic:alembic.ini", root=root)
+    with pytest.raises(
+        ConfigError,
+        match=r"Cannot load the Alembic scripts of .*alembic\.ini \(script_location .*gone\): "
+        r"Path doesn't exist: .*Run 'alembic -c .*alembic\.ini heads' to see the same error",
+    ):
+        compute_fingerprint(spec, backend="sqlite", server_version="3")

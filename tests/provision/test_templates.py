@@ -246,8 +246,43 @@ def test_schema_and_data_without_seed_is_a_config_error(tmp_path: Path) -> None:
 def test_unknown_migrate_setting_lists_the_forms(
     make_provisioner: MakeProvisioner, tmp_path: Path
 ) -> None:
-    with pytest.raises(ConfigError, match=r"use 'alembic', 'pkg.module:function', 'sql:"):
+    with pytest.raises(
+        ConfigError,
+        match=r"Invalid migrate setting 'flyway': use 'alembic', 'alembic:path/to/alembic.ini', "
+        r"'pkg.module:function', 'sql:.* \(--sqlsandbox-migrate, SQLSANDBOX_MIGRATE",
+    ):
         make_provisioner().template(TemplateSpec(migrate="flyway", root=tmp_path))
+    with pytest.raises(
+        ConfigError,
+        match=r"Invalid migrate setting 'alembic:': write 'alembic' \(alembic.ini at the project "
+        r"root\) or 'alembic:path/to/alembic.ini'",
+    ):
+        make_provisioner().template(TemplateSpec(migrate="alembic:", root=tmp_path))
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_callable_setting_that_names_no_function_says_what_it_names(
+    make_provisioner: MakeProvisioner, tmp_path: Path
+) -> None:
+    module = _module(tmp_path, "migrate = 'not a function'\n")
+    with pytest.raises(
+        ConfigError,
+        match=rf"migrate = '{module}:migrate' does not name a callable: it names a str\. Point "
+        r"it at a function .* in --sqlsandbox-migrate, SQLSANDBOX_MIGRATE or "
+        r"\[tool.sqlsandbox\] migrate\.",
+    ):
+        make_provisioner().template(TemplateSpec(migrate=f"{module}:migrate", root=tmp_path))
+
+
+def test_a_module_inside_a_missing_package_says_how_to_see_why(tmp_path: Path) -> None:
+    missing = f"nopkg_{uuid.uuid4().hex[:8]}"
+    spec = TemplateSpec(migrate=f"{missing}.steps:migrate", root=tmp_path)
+    with pytest.raises(
+        ConfigError,
+        match=rf"Cannot find module '{missing}\.steps' named by migrate = .*: No module named "
+        rf"'{missing}'\. Check the spelling, and run python -c 'import {missing}\.steps' in ",
+    ):
+        compute_fingerprint(spec, backend="sqlite", server_version="3")
 
 
 def test_fingerprint_extra_globs_invalidate(tmp_path: Path) -> None:

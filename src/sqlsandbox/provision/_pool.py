@@ -28,6 +28,7 @@ import time
 from typing import TYPE_CHECKING
 
 from .._exceptions import ProvisioningError, SandboxError
+from ..servers._errors import cause_fix, scrub
 from ._names import make_name
 
 if TYPE_CHECKING:
@@ -99,6 +100,8 @@ class WarmPool:
         self._leased: dict[str, _Pool] = {}
         self._dropping = 0
         self._closed = False
+        #: The thread that called close(), for the error of a late acquire.
+        self._closed_by: str | None = None
         self._threads = [
             threading.Thread(target=self._fill, name=f"sqlsandbox-warm-pool-{i}", daemon=True)
             for i in range(max(1, fill_threads))
@@ -135,7 +138,7 @@ class WarmPool:
     ) -> str:
         """Return the name of a ready clone, waiting for one if the pool is empty."""
         with self._cond:
-            self._check_open()
+            self._check_open(template, waiting=False)
             pool = self._pool(template, kind, target=default_target, grows=grows)
             if pool.ready:
                 pool.hits += 1
@@ -150,15 +153,12 @@ class WarmPool:
                 deadline = None if timeout is None else time.monotonic() + timeout
                 try:
                     while not pool.ready:
-                        self._check_open()
+                        self._check_open(template, waiting=True)
                         if pool.error is not None:
                             error = pool.error
                             if isinstance(error, SandboxError):
                                 raise error
-                            raise ProvisioningError(
-                                f"Cloning template {template.name} on "
-                                f"{self.server.url.masked()} failed: {error}"
-                            ) from error
+                            raise self._clone_error(template, error) from error
                         remaining = None if deadline is None else deadline - time.monotonic()
                         if remaining is not None and remaining <= 0:
                             raise ProvisioningError(self._timeout_message(pool, timeout))
@@ -202,9 +202,33 @@ class WarmPool:
             "(SQLSANDBOX_MAX_DATABASES)."
         )
 
-    def _check_open(self) -> None:
+    def _clone_error(self, template: Template, error: BaseException) -> ProvisioningError:
+        """Build the error for a clone the background thread could not make."""
+        url = self.server.url
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        detail = scrub(lines[0] if lines else "", url).strip().rstrip(".")
+        detail = f"{type(error).__name__}: {detail}" if detail else type(error).__name__
+        action = f"clone template {template.name}"
+        return ProvisioningError(
+            f"Cloning template {template.name} on {url.masked()} failed in the warm pool's "
+            f"background thread: {detail}. {cause_fix(detail, url, action=action)} "
+            "The next acquire tries again."
+        )
+
+    def _check_open(self, template: Template, *, waiting: bool) -> None:
         if self._closed:
-            raise ProvisioningError("The warm pool is closed: the provisioner was closed.")
+            during = (
+                f" while this thread waited for a clone of template {template.name}"
+                if waiting
+                else ""
+            )
+            raise ProvisioningError(
+                f"The warm pool on {self.server.url.masked()} is closed: Provisioner.close() "
+                f"was called from thread {self._closed_by!r}{during}. The pytest plugin "
+                "closes it when the session ends, and so does leaving a 'with Provisioner(...)' "
+                "block: acquire clones before that, and release them; or create a new "
+                "Provisioner."
+            )
 
     def stats(self) -> list[PoolStats]:
         """Return the counters of every pool."""
@@ -351,6 +375,7 @@ class WarmPool:
             if self._closed:
                 return []
             self._closed = True
+            self._closed_by = threading.current_thread().name
             self._cond.notify_all()
         for thread in self._threads:
             thread.join()

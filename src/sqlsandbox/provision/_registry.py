@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 import filelock
 import psutil
 
-from .._exceptions import ProvisioningError
+from .._exceptions import ProvisioningError, SandboxError
+from ..servers._errors import cause_fix, scrub
 from . import _dbapi
 from ._names import REGISTRY_DATABASE
 
@@ -218,14 +219,45 @@ class Registry:
                     raise
         with self._lock:
             conn = self._connection()
-            self._create_schema(conn)
+            try:
+                self._create_schema(conn)
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    conn.close()
+                self._conn = None
+                if isinstance(exc, SandboxError) or not isinstance(exc, Exception):
+                    raise
+                raise self._error("create its tables", exc) from exc
         self._ready = True
         return self
+
+    def _error(self, action: str, exc: BaseException) -> ProvisioningError:
+        """Build the error for a registry statement that failed, with a fix by its cause."""
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = scrub(lines[0] if lines else type(exc).__name__, self.url).rstrip(".")
+        privilege = (
+            f"the right to create and write tables in database {self.database!r} (make "
+            "the user its owner, or grant it ALL on that database)"
+        )
+        fallback = (
+            "Check the server (its log says more). If the registry was damaged or changed "
+            f"by hand, drop database {self.database!r} while no test run uses this server "
+            "(sqlsandbox makes it again, but forgets what earlier runs left: drop those "
+            "sqlsandbox_* databases by hand)."
+        )
+        fix = cause_fix(detail, self.url, action=action, privilege=privilege, fallback=fallback)
+        return ProvisioningError(
+            f"The sqlsandbox registry {self.url.masked()} failed to {action}: {detail}. {fix}"
+        )
 
     def _connect(self) -> Any:
         conn = _dbapi.connect(self.url, autocommit=True, threadsafe=True)
         if self.backend == "sqlite":
-            conn.execute("PRAGMA journal_mode = WAL")
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+            except Exception as exc:
+                conn.close()
+                raise self._error("open", exc) from exc
         return conn
 
     def _connection(self) -> Any:
@@ -288,9 +320,8 @@ class Registry:
                             conn.close()
                         self._conn = None
                         continue
-                    raise ProvisioningError(
-                        f"The sqlsandbox registry {self.url.masked()} failed: {str(exc).strip()}"
-                    ) from exc
+                    verb = "read" if text.lstrip().upper().startswith("SELECT") else "write"
+                    raise self._error(verb, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- owners ---------------------------------------------------------------

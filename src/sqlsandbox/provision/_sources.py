@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import configparser
 import contextlib
 import dataclasses
 import importlib
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ConfigError, missing_extra
+from ..servers._errors import scrub_urls
 from . import _dbapi
 
 if TYPE_CHECKING:
@@ -79,9 +79,6 @@ class StepFailed(Exception):
         self.error = error
 
 
-_URL_PASSWORD_RE = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
-
-
 def describe_error(exc: BaseException) -> str:
     """Return the database error inside *exc* on a few lines, with passwords masked."""
     orig = getattr(exc, "orig", None) or exc
@@ -92,7 +89,7 @@ def describe_error(exc: BaseException) -> str:
     if statement:
         short = " ".join(str(statement).split())
         message += f"\n    SQL: {short[:300]}{'...' if len(short) > 300 else ''}"
-    return _URL_PASSWORD_RE.sub(r"\1***@", message)
+    return scrub_urls(message)
 
 
 @dataclasses.dataclass
@@ -138,6 +135,16 @@ def parse_source(spec: str, template: TemplateSpec, *, backend: str) -> Migratio
     text = spec.strip()
     if text == "alembic":
         return AlembicSource(template)
+    if text.startswith("alembic:"):
+        # Never a callable: a module named "alembic" would be Alembic itself.
+        config = text[len("alembic:") :].strip()
+        if not config:
+            raise ConfigError(
+                f"Invalid migrate setting {spec!r}: write 'alembic' (alembic.ini at the "
+                "project root) or 'alembic:path/to/alembic.ini' (--sqlsandbox-migrate, "
+                "SQLSANDBOX_MIGRATE or [tool.sqlsandbox] migrate)."
+            )
+        return AlembicSource(template, config=config)
     if text.startswith("sql:"):
         return SQLSource(template.root / text[4:], backend=backend)
     if text.startswith("metadata:"):
@@ -145,8 +152,8 @@ def parse_source(spec: str, template: TemplateSpec, *, backend: str) -> Migratio
     if _CALLABLE_RE.match(text):
         return CallableSource(text, root=template.root, step="migrate")
     raise ConfigError(
-        f"Invalid migrate setting {spec!r}: use 'alembic', 'pkg.module:function', "
-        "'sql:path/to/dir/' or 'metadata:pkg.module:Base.metadata' "
+        f"Invalid migrate setting {spec!r}: use 'alembic', 'alembic:path/to/alembic.ini', "
+        "'pkg.module:function', 'sql:path/to/dir/' or 'metadata:pkg.module:Base.metadata' "
         "(--sqlsandbox-migrate, SQLSANDBOX_MIGRATE or [tool.sqlsandbox] migrate)."
     )
 
@@ -203,7 +210,10 @@ def _module_source(module: str, *, root: Path, setting: str) -> bytes:
         try:
             found = importlib.util.find_spec(module)
         except (ImportError, ValueError) as exc:
-            raise ConfigError(f"Cannot find module {module!r} named by {setting}: {exc}.") from exc
+            raise ConfigError(
+                f"Cannot find module {module!r} named by {setting}: {exc}. Check the spelling, "
+                f"and run python -c 'import {module}' in {root} to see why it does not import."
+            ) from exc
     if found is None:
         raise ConfigError(
             f"Cannot find module {module!r} named by {setting}. "
@@ -244,7 +254,12 @@ class CallableSource(MigrationSource):
     def run(self, ctx: BuildContext) -> None:
         fn = _resolve(self.target, root=self.root, setting=f"{self.step} = {self.target!r}")
         if not callable(fn):
-            raise ConfigError(f"{self.step} = {self.target!r} does not name a callable.")
+            raise ConfigError(
+                f"{self.step} = {self.target!r} does not name a callable: it names a "
+                f"{type(fn).__name__}. Point it at a function (sync or async) that takes the "
+                f"database URL string, in --sqlsandbox-{self.step}, "
+                f"SQLSANDBOX_{self.step.upper()} or [tool.sqlsandbox] {self.step}."
+            )
         name = f"{self.step} {self.target}"
         ctx.report(f"running {name}")
         try:
@@ -369,13 +384,34 @@ def _dialect(backend: str) -> Any:
 
 
 class AlembicSource(MigrationSource):
-    """``"alembic"``: ``upgrade heads`` run programmatically against the template."""
+    """``"alembic"`` or ``"alembic:path/to/alembic.ini"``: ``upgrade heads`` run programmatically.
 
-    label = "alembic"
+    The configuration is *config* (from ``migrate``), else the spec's
+    ``alembic_config``, else ``alembic.ini`` then ``[tool.alembic]`` of
+    ``pyproject.toml`` at the project root. Paths are relative to the root.
+    """
 
-    def __init__(self, template: TemplateSpec) -> None:
+    def __init__(self, template: TemplateSpec, *, config: str | None = None) -> None:
         self.root = template.root
-        self.config_path = template.alembic_config
+        if config and template.alembic_config:
+            ours, theirs = self.root / config, self.root / template.alembic_config
+            if ours.resolve() != theirs.resolve():
+                raise ConfigError(
+                    f"migrate = 'alembic:{config}' and alembic_config = "
+                    f"{template.alembic_config!r} name different Alembic configurations "
+                    f"({ours} and {theirs}): keep only one of them."
+                )
+        self.config_path = config or template.alembic_config
+        #: Where the configuration path came from, for the fix in messages.
+        self.config_setting = (
+            f"the path in migrate = 'alembic:{config}' (--sqlsandbox-migrate, "
+            "SQLSANDBOX_MIGRATE or [tool.sqlsandbox] migrate)"
+            if config
+            else "alembic_config (--sqlsandbox-alembic-config, SQLSANDBOX_ALEMBIC_CONFIG)"
+        )
+        self.label = f"alembic:{config}" if config else "alembic"
+        self.config_file: Path | None = None
+        self.script_location: str | None = None
 
     def _config(self) -> Any:
         try:
@@ -388,8 +424,8 @@ class AlembicSource(MigrationSource):
             path = (self.root / self.config_path).resolve()
             if not path.is_file():
                 raise ConfigError(
-                    f"Alembic configuration {path} does not exist: fix alembic_config "
-                    "(--sqlsandbox-alembic-config, SQLSANDBOX_ALEMBIC_CONFIG)."
+                    f"Alembic configuration {path} does not exist: fix {self.config_setting}; "
+                    f"it is relative to the project root {self.root}."
                 )
             if path.suffix == ".toml":
                 toml = path
@@ -404,9 +440,13 @@ class AlembicSource(MigrationSource):
         if ini is None and toml is None:
             raise ConfigError(
                 f"migrate = 'alembic' but there is no alembic.ini (or [tool.alembic] in "
-                f"pyproject.toml) in {self.root}. Run 'alembic init', or point "
-                "alembic_config (--sqlsandbox-alembic-config) at your configuration."
+                f"pyproject.toml) in {self.root}. Run 'alembic init', or point migrate = "
+                "'alembic:path/to/alembic.ini' or alembic_config (--sqlsandbox-alembic-config) "
+                "at your configuration."
             )
+        config_file = ini or toml
+        assert config_file is not None
+        self.config_file = config_file
         kwargs: dict[str, Any] = {"file_": str(ini) if ini else None}
         if toml is not None:
             kwargs["toml_file"] = str(toml)
@@ -415,13 +455,20 @@ class AlembicSource(MigrationSource):
         location = getter("script_location")
         if not location:
             raise ConfigError(
-                f"The Alembic configuration in {ini or toml} has no script_location; "
+                f"The Alembic configuration in {config_file} has no script_location; "
                 "add it (for example script_location = migrations)."
             )
         # Alembic resolves relative paths against the working directory; the
-        # project root is what the user means wherever pytest was started.
+        # project root is what the user means wherever pytest was started (or,
+        # failing that, the folder of a configuration kept below the root).
         if ":" not in location and not os.path.isabs(location):
-            cfg.set_main_option("script_location", str(self.root / location))
+            resolved = self.root / location
+            beside = config_file.parent / location
+            if not resolved.is_dir() and beside.is_dir():
+                resolved = beside
+            location = str(resolved)
+            cfg.set_main_option("script_location", location)
+        self.script_location = location
         return cfg
 
     def _script(self) -> tuple[Any, Any]:
@@ -431,48 +478,25 @@ class AlembicSource(MigrationSource):
         try:
             return cfg, ScriptDirectory.from_config(cfg)
         except Exception as exc:
-            raise ConfigError(f"Cannot load the Alembic scripts: {exc}") from exc
-
-    def plain_locations(self) -> tuple[Path, list[Path]] | None:
-        """Read the scripts and versions folders from a plain alembic.ini, without alembic.
-
-        A cached start only fingerprints the files, and importing alembic
-        would cost it about 0.15 s. Anything beyond the common case (another
-        configuration file, ``[tool.alembic]``, package resources,
-        ``version_locations``) gives None: alembic itself resolves those.
-        """
-        ini = self.root / "alembic.ini"
-        pyproject = self.root / "pyproject.toml"
-        if self.config_path or not ini.is_file():
-            return None
-        if pyproject.is_file() and "[tool.alembic]" in pyproject.read_text(encoding="utf-8"):
-            return None
-        # What alembic's Config does: a ConfigParser with `here` as a default.
-        parser = configparser.ConfigParser(defaults={"here": os.path.abspath(ini.parent)})
-        try:
-            parser.read(ini, encoding="utf-8")
-            if not parser.has_option("alembic", "script_location") or parser.has_option(
-                "alembic", "version_locations"
-            ):
-                return None
-            location = parser.get("alembic", "script_location")
-        except configparser.Error:
-            return None
-        if not location or (":" in location and not os.path.isabs(location)):
-            return None  # "package:folder", or a Windows drive: alembic knows
-        script_dir = Path(location) if os.path.isabs(location) else self.root / location
-        if not script_dir.is_dir():
-            return None
-        return script_dir, [Path(script_dir, "versions").absolute()]
+            detail = scrub_urls(" ".join(str(exc).split()) or type(exc).__name__)
+            raise ConfigError(
+                f"Cannot load the Alembic scripts of {self.config_file} (script_location "
+                f"{self.script_location}): {detail.rstrip('.')}. Run 'alembic -c "
+                f"{self.config_file} heads' to see the same error, then fix the folder or the "
+                "revision file it names."
+            ) from exc
 
     def inputs(self) -> Iterator[tuple[str, bytes]]:
-        plain = self.plain_locations()
-        if plain is not None:
-            script_dir, locations = plain
-        else:
-            _cfg, script = self._script()
-            script_dir = Path(script.dir)
-            locations = getattr(script, "_version_locations", None) or [Path(script.versions)]
+        _cfg, script = self._script()
+        script_dir = Path(script.dir)
+        locations = getattr(script, "_version_locations", None) or [Path(script.versions)]
+        if self.config_path and self.config_file is not None:
+            # Another configuration may point at other scripts: say which one built it.
+            try:
+                shown = self.config_file.relative_to(self.root).as_posix()
+            except ValueError:
+                shown = str(self.config_file)
+            yield "alembic:config", shown.encode()
         env = script_dir / "env.py"
         if env.is_file():
             yield "alembic:env.py", env.read_bytes()

@@ -63,6 +63,31 @@ WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass
 """
 
 
+_CREATING = "creating the database"
+_REPAIRING = "moving sequences past the ids the migrations inserted"
+_CLOSING = "closing the connections to the template"
+_RUN_FIX = (
+    "Run the migrations (and seed) by hand against an empty database to see the whole "
+    "error, fix it and run again; the template is rebuilt automatically."
+)
+_BUILD_FIXES = {
+    _CREATING: (
+        "Check that the server is running and that the URL's user may create databases, "
+        "then run again."
+    ),
+    _REPAIRING: (
+        "A sequence owned by a column could not be set past that column's largest value: "
+        "check the sequences your migrations create (OWNED BY must name an integer column), "
+        "then run again."
+    ),
+    _CLOSING: (
+        "Make your migrations and seed close (or commit) every connection they open before "
+        "they return, and check that the server is running; then run again. If old "
+        "templates fill the server, 'sqlsandbox templates prune' drops them."
+    ),
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Template:
     """A complete template on the server."""
@@ -186,12 +211,15 @@ class TemplateBuilder:
             label=spec.describe()[:255],
             details=json.dumps({"parts": dict(fingerprint.parts), "root": str(spec.root)}),
         )
+        # The step under way, for the message if something other than a migration fails.
+        step = [_CREATING]
         try:
             self.server.create_database(name)
             url = self.server.database_url(name)
             ctx = BuildContext(url=url, database=name, report=self._prefixed(name), spec=spec)
+            step[0] = f"running {spec.describe()}"
             _run_in_thread(lambda: self._apply(spec, ctx))
-            self._finish(name, url)
+            self._finish(name, url, step)
         except BaseException as exc:
             self._discard(name)
             if isinstance(exc, StepFailed):
@@ -204,8 +232,10 @@ class TemplateBuilder:
             if isinstance(exc, SandboxError) or not isinstance(exc, Exception):
                 raise
             raise ProvisioningError(
-                f"Building the template {name} on {self.server.url.masked()} failed: "
-                f"{describe_error(exc)}. Nothing was kept."
+                f"Building the template {name} on {self.server.url.masked()} failed while "
+                f"{step[0]}:\n    {describe_error(exc)}\n"
+                "Nothing was kept: the half-built template was dropped. "
+                + _BUILD_FIXES.get(step[0], _RUN_FIX)
             ) from exc
         build_s = time.perf_counter() - started
         self.registry.mark_ready(name, build_s=build_s)
@@ -227,19 +257,25 @@ class TemplateBuilder:
             if seed is not None:
                 seed.run(ctx)
 
-    def _finish(self, name: str, url: DatabaseURL) -> None:
-        """Make the template safe to clone: sequences past seeded ids, nobody connected."""
+    def _finish(self, name: str, url: DatabaseURL, step: list[str]) -> None:
+        """Make the template safe to clone: sequences past seeded ids, nobody connected.
+
+        Names what it is doing in ``step[0]``, for the error if it fails.
+        """
         if self.backend == "postgresql":
+            step[0] = _REPAIRING
             conn = _dbapi.connect(url)
             try:
                 _repair_sequences(conn)
             finally:
                 conn.close()
+            step[0] = _CLOSING
             # Nobody can connect to it any more, so CREATE DATABASE ... TEMPLATE
             # never finds "other users" on it (the clones do allow connections).
             self.server.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
             self.server.terminate_connections(name)
         elif self.backend == "sqlite":
+            step[0] = _CLOSING
             conn = _dbapi.connect(url)
             try:
                 # A file copy must not miss pages still in a WAL file.
@@ -247,6 +283,7 @@ class TemplateBuilder:
             finally:
                 conn.close()
         else:
+            step[0] = _CLOSING
             self.server.terminate_connections(name)
 
     def _discard(self, name: str) -> None:

@@ -18,6 +18,7 @@ __all__ = [
     "driver_detail",
     "operation_error",
     "scrub",
+    "scrub_urls",
     "wrong_backend",
 ]
 
@@ -47,12 +48,23 @@ _PERMISSION = re.compile(
 )
 
 
+# The password of any URL written out in a text: ``scheme://user:password@``.
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+
+
+def scrub_urls(text: str) -> str:
+    """Return *text* with the password of every URL written out in it replaced by ``***``."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
 def scrub(text: str, url: DatabaseURL) -> str:
     """Return *text* with the URL's password (raw or URL-quoted) replaced by ``***``.
 
-    Only driver text goes through here: our own text shows the masked URL, which
-    a short password would otherwise mangle.
+    Passwords of other URLs written out in the text are masked too. Only driver
+    text goes through here: our own text shows the masked URL, which a short
+    password would otherwise mangle.
     """
+    text = scrub_urls(text)
     password = url.password
     if password:
         for form in {password, quote(password, safe="")}:
@@ -96,11 +108,14 @@ def connect_error(engine: str, url: DatabaseURL, exc: BaseException) -> Provisio
     return ProvisioningError(f"Cannot connect to {engine} at {url.masked()}: {detail}. {fix}")
 
 
-def cause_fix(detail: str, url: DatabaseURL, *, action: str, privilege: str = "") -> str:
+def cause_fix(
+    detail: str, url: DatabaseURL, *, action: str, privilege: str = "", fallback: str = ""
+) -> str:
     """Return the fix for a failed statement, chosen by the cause the driver *detail* shows.
 
     *privilege* names what the action needs (``"CREATEDB (ALTER ROLE ...)"``),
-    for the case the server refused it to the URL's user.
+    for the case the server refused it to the URL's user; *fallback* is the
+    fix when the detail shows no known cause.
     """
     if _SERVER_GONE.search(detail):
         return (
@@ -115,6 +130,8 @@ def cause_fix(detail: str, url: DatabaseURL, *, action: str, privilege: str = ""
             f"User {user} lacks a privilege this needs: {needed}. Grant it, or use a user "
             f"that has it in {URL_HINT}."
         )
+    if fallback:
+        return fallback
     if action.startswith("run SQL"):
         return "The server rejected the SQL: fix the statement (the detail above says why)."
     return (
