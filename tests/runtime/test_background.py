@@ -61,6 +61,42 @@ async def test_a_crash_inside_the_iteration_propagates() -> None:
         await run_once(broken)
 
 
+async def test_a_loop_that_never_sleeps_says_where_it_waits_and_what_to_do() -> None:
+    never = asyncio.Event()
+
+    async def waits_on_an_event() -> None:
+        while True:
+            await never.wait()  # no asyncio.sleep: run_once cannot stop it at a sleep
+
+    with pytest.raises(
+        StuckTaskError,
+        match=r"(?s)the periodic task did not reach sleep #1 within 0.05 s of loop time \(it "
+        r"slept 0 time\(s\)\); it waits here:\n.*waits_on_an_event.*\nFix: if that wait never "
+        r"ends, .* raise timeout=\. .* cancel_and_wait\(\) instead\.",
+    ):
+        await run_once(waits_on_an_event, timeout=0.05)
+
+
+async def test_a_loop_that_swallows_cancellation_at_its_sleep_is_named() -> None:
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while True:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                await release.wait()  # keeps going after cancellation: the bug to surface
+                return
+
+    with pytest.raises(
+        StuckTaskError,
+        match=r"(?s)the periodic task ignored cancellation at its sleep #1 and still runs after "
+        r"0.05 s; it waits here:\n.*stubborn.*\nFix: let asyncio\.CancelledError through",
+    ):
+        await run_once(stubborn, timeout=0.05)
+    release.set()
+
+
 async def test_cancel_and_wait_bounds_a_stubborn_task() -> None:
     release = asyncio.Event()
 

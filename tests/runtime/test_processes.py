@@ -7,10 +7,12 @@ import os
 import signal
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from sqlsandbox.runtime import (
+    ManagedProcess,
     ProcessStartError,
     ThreadServer,
     free_port,
@@ -91,15 +93,62 @@ def test_exit_before_ready_reports_status_and_output() -> None:
     code = "print('config file missing: /etc/app.toml'); raise SystemExit(3)"
     with pytest.raises(
         ProcessStartError,
-        match=r"(?s)exited before it was ready .*exit status 3.*config file missing",
+        match=r"(?s)exited before it was ready .*exit status 3\. Fix: read the output below "
+        r"for why it stopped, and fix the command.*\nlast output:\nconfig file missing",
     ):
         start_process([sys.executable, "-c", code], ready=port_open(free_port()), timeout=10)
 
 
 def test_never_ready_times_out_and_is_stopped() -> None:
     code = "import threading; print('booting', flush=True); threading.Event().wait()"
-    with pytest.raises(ProcessStartError, match=r"printed no line matching /ready/ in time"):
+    with pytest.raises(
+        ProcessStartError,
+        match=r"(?s)printed no line matching /ready/ in time\. Fix: if it is only slow, raise "
+        r"timeout= \(now 0\.3 s\); check that the readiness probe log_line\('ready'\) "
+        r"matches what it does .*\nlast output:\nbooting",
+    ):
         start_process([sys.executable, "-c", code], ready=log_line("ready"), timeout=0.3)
+
+
+def test_a_port_that_never_opens_names_the_probe() -> None:
+    port = free_port()
+    code = "import threading; threading.Event().wait()"
+    try:
+        with pytest.raises(
+            ProcessStartError,
+            match=rf"(?s)process python\S* was not ready: port 127\.0\.0\.1:{port} open within "
+            rf"the timeout\. Fix: .*raise timeout= \(now 0\.3 s\); check that the readiness "
+            rf"probe port_open\({port}, host='127\.0\.0\.1'\) matches .*\n\(no output\)",
+        ):
+            start_process([sys.executable, "-c", code], ready=port_open(port), timeout=0.3)
+    finally:
+        release_port(port)
+
+
+def test_a_program_that_cannot_start_says_what_to_check(tmp_path: Path) -> None:
+    with pytest.raises(
+        ProcessStartError,
+        match=r"could not start process sqlsandbox-no-such-program .*No such file or directory"
+        r".*\. Fix: check that 'sqlsandbox-no-such-program' is installed and spelled right on "
+        r"PATH \(or pass its full path\)\.",
+    ):
+        start_process(["sqlsandbox-no-such-program"])
+    script = tmp_path / "serve.sh"
+    script.write_text("#!/bin/sh\necho hi\n")  # not executable
+    with pytest.raises(
+        ProcessStartError, match=r"Fix: '.*serve\.sh' is not executable by this user: chmod \+x"
+    ):
+        start_process([str(script)])
+    with pytest.raises(
+        ProcessStartError, match=r"Fix: cwd='.*nowhere' is not a directory; pass an existing one"
+    ):
+        start_process([sys.executable, "-c", "pass"], cwd=tmp_path / "nowhere")
+
+
+def test_a_process_not_started_has_no_pid_and_says_so() -> None:
+    process = ManagedProcess([sys.executable, "-c", "pass"], name="worker")
+    with pytest.raises(RuntimeError, match=r"worker is not started, so it has no pid yet: call "):
+        process.pid  # noqa: B018 - reading the property is the test
 
 
 def test_free_ports_are_distinct_and_reserved_on_disk() -> None:

@@ -130,13 +130,19 @@ async def run_iterations(
             await asyncio.wait({task}, timeout=timeout)
             raise StuckTaskError(
                 f"the periodic task did not reach sleep #{iterations} within {timeout:g} s "
-                f"(it slept {len(sleeps)} time(s)); it waits here:\n{chain}"
+                f"of loop time (it slept {len(sleeps)} time(s)); it waits here:\n{chain}\n"
+                "Fix: if that wait never ends, make what it waits for happen (or give it a "
+                "timeout); if an iteration is only slow, raise timeout=. run_iterations counts "
+                "asyncio.sleep calls: a loop that waits with wait_for(event.wait(), t) is "
+                "stopped with cancel_and_wait() instead."
             )
         await asyncio.wait({task}, timeout=timeout)
         if not task.done():
             raise StuckTaskError(
-                f"the periodic task ignored cancellation at its sleep #{iterations}; "
-                f"it waits here:\n{await_chain(task)}"
+                f"the periodic task ignored cancellation at its sleep #{iterations} and still "
+                f"runs after {timeout:g} s; it waits here:\n{await_chain(task)}\n"
+                "Fix: let asyncio.CancelledError through in that code (catch Exception, not "
+                "BaseException, or re-raise CancelledError after cleaning up)."
             )
     finally:
         if saved is _MISSING:

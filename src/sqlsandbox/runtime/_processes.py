@@ -117,6 +117,8 @@ def _release_all_ports() -> None:
 
 class _Target(Protocol):
     name: str
+    timeout: float
+    ready: Readiness | None
 
     def wait_exit(self, timeout: float) -> bool: ...
 
@@ -133,10 +135,29 @@ class Readiness(Protocol):
     def wait(self, target: _Target, deadline: float) -> None: ...
 
 
-def _not_ready(target: _Target, what: str, timeout_at: float) -> ProcessStartError:
+def _not_ready(
+    target: _Target, what: str, timeout_at: float, *, exited: bool = False
+) -> ProcessStartError:
+    """Build the error of a helper that did not become ready, with its last output.
+
+    *exited*: it ended by itself (its output says why), rather than running out of time.
+    """
     tail = "\n".join(target.output_text().splitlines()[-30:])
     shown = f"\nlast output:\n{tail}" if tail else "\n(no output)"
-    return ProcessStartError(f"{target.name} {what}{shown}")
+    probe = repr(target.ready) if target.ready is not None else "its startup"
+    if exited:
+        fix = (
+            "Fix: read the output below for why it stopped, and fix the command, its "
+            f"environment or its configuration; check that the readiness probe {probe} "
+            "waits for what the program really does."
+        )
+    else:
+        fix = (
+            f"Fix: if it is only slow, raise timeout= (now {target.timeout:g} s); check that "
+            f"the readiness probe {probe} matches what it does (host, port, log pattern, "
+            "health URL); the output below shows how far it got."
+        )
+    return ProcessStartError(f"{target.name} {what}. {fix}{shown}")
 
 
 def _poll(target: _Target, deadline: float, ready: Any, what: str) -> None:
@@ -153,6 +174,7 @@ def _poll(target: _Target, deadline: float, ready: Any, what: str) -> None:
                 target,
                 f"exited before it was ready ({what}); {target.exit_description()}",
                 deadline,
+                exited=True,
             )
         delay = min(delay * 2, 0.2)
 
@@ -203,6 +225,7 @@ class log_line:
                     f"exited before printing a line matching /{self.pattern.pattern}/; "
                     f"{target.exit_description()}",
                     deadline,
+                    exited=True,
                 )
             if remaining <= 0:
                 raise _not_ready(
@@ -336,7 +359,10 @@ class ManagedProcess:
     def pid(self) -> int:
         """The process id (after :meth:`start`)."""
         if self.process is None:
-            raise RuntimeError(f"{self.name} is not started")
+            raise RuntimeError(
+                f"{self.name} is not started, so it has no pid yet: call start() first, or use "
+                "start_process(...) / 'with ManagedProcess(...) as process:', which start it."
+            )
         return self.process.pid
 
     @property
@@ -361,7 +387,7 @@ class ManagedProcess:
             )
         except OSError as error:
             raise ProcessStartError(
-                f"could not start {self.name} ({self.argv!r}): {error}"
+                f"could not start {self.name} ({self.argv!r}): {error}. {self._start_fix(error)}"
             ) from None
         _remember(self)
         _live_processes.add(self)
@@ -376,6 +402,21 @@ class ManagedProcess:
                 self.stop()
                 raise
         return self
+
+    def _start_fix(self, error: OSError) -> str:
+        """Return the fix for a program that could not be started."""
+        program = self.argv[0] if self.argv else "(empty argv)"
+        if self.cwd is not None and not Path(self.cwd).is_dir():
+            return f"Fix: cwd={os.fspath(self.cwd)!r} is not a directory; pass an existing one."
+        if isinstance(error, FileNotFoundError):
+            where = "" if os.sep in program else " on PATH (or pass its full path)"
+            return f"Fix: check that {program!r} is installed and spelled right{where}."
+        if isinstance(error, PermissionError):
+            return (
+                f"Fix: {program!r} is not executable by this user: chmod +x it, or run it "
+                "through its interpreter (for example [sys.executable, 'script.py'])."
+            )
+        return f"Fix: check that {program!r} can run on this machine."
 
     def _read(self) -> None:
         assert self.process is not None and self.process.stdout is not None
@@ -569,7 +610,10 @@ class ThreadServer:
             while not self._started.wait(min(0.2, max(0.0, deadline - time.monotonic()))):
                 if not self._thread.is_alive():
                     raise _not_ready(
-                        self, f"stopped during startup; {self.exit_description()}", deadline
+                        self,
+                        f"stopped during startup; {self.exit_description()}",
+                        deadline,
+                        exited=True,
                     )
                 if time.monotonic() >= deadline:
                     raise _not_ready(self, "did not finish startup in time", deadline)
