@@ -101,3 +101,15 @@ def test_ls_never_prints_the_password(
     assert code == 0
     assert "hunter2-secret" not in out
     assert "postgres:***@" in out
+
+
+def test_prune_with_a_negative_keep_says_what_keep_means(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--url", f"sqlite:///{tmp_path / 'dbs'}", "templates", "prune", "--keep", "-1"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.strip() == (
+        "sqlsandbox: error: --keep must be 0 or more, not -1: it is how many unused templates "
+        "of each project to keep (0 drops them all)."
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -195,7 +196,11 @@ def _prune(args: argparse.Namespace) -> int:
     from ..servers._embedded import default_cache_dir
 
     if args.keep < 0:
-        print("sqlsandbox: error: --keep must be 0 or more")
+        print(
+            f"sqlsandbox: error: --keep must be 0 or more, not {args.keep}: it is how many "
+            "unused templates of each project to keep (0 drops them all).",
+            file=sys.stderr,
+        )
         return 2
     opened = _open(args)
     if opened is None:
