@@ -164,13 +164,14 @@ class _Seconds(_Kind):
 
 
 class _Count(_Kind):
-    """A whole number with a lower bound, or 'auto' (None) to let sqlsandbox choose."""
+    """A whole number with a lower bound, or 'auto' (None: sqlsandbox chooses) if allowed."""
 
     metavar = "N"
 
-    def __init__(self, minimum: int) -> None:
+    def __init__(self, minimum: int, *, auto: bool = True) -> None:
         self.minimum = minimum
-        self.doc = f"a whole number >= {minimum}, or 'auto'"
+        self.auto = auto
+        self.doc = f"a whole number >= {minimum}" + (", or 'auto'" if auto else "")
 
     def from_file(self, value: object) -> int | None:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -179,7 +180,7 @@ class _Count(_Kind):
 
     def from_text(self, text: str) -> int | None:
         word = text.strip().lower()
-        if word == "auto":
+        if word == "auto" and self.auto:
             return None
         try:
             return self._check(int(word))
@@ -379,6 +380,20 @@ class Settings:
         "a change rebuilds it.",
         'fingerprint_extra = ["myapp/models/*.py", "sql/functions/*.sql"]',
     )
+    setup: str = _key(
+        _Choice("auto", "empty", "schema", "schema+data"),
+        "auto",
+        "What the template holds: nothing, the migrated schema, or the schema and the seed "
+        "data; 'auto' is 'schema+data' with a seed, 'schema' with migrate, else 'empty'.",
+        'setup = "schema"',
+    )
+    alembic_config: str | None = _key(
+        _Text("a path to alembic.ini or pyproject.toml, relative to the rootdir"),
+        None,
+        "Alembic configuration file for migrate = 'alembic'; not set: alembic.ini in the "
+        "rootdir, else [tool.alembic] in pyproject.toml.",
+        'alembic_config = "db/alembic.ini"',
+    )
     url_env: Mapping[str, str] = _key(
         _UrlEnv(),
         {},
@@ -424,9 +439,40 @@ class Settings:
     max_databases: int | None = _key(
         _Count(1),
         None,
-        "Most databases sqlsandbox may hold on the server at once; 'auto' derives it "
-        "from max_connections.",
+        "Most databases this run may hold on the server at once, the template included "
+        "(clones of every worker and the warm pool); 'auto' allows 10 per worker.",
         "max_databases = 20",
+    )
+    reserve_connections: int = _key(
+        _Count(0, auto=False),
+        5,
+        "Server connections left free for everything else; the run is refused up front "
+        "when its workers would not fit in the rest of max_connections.",
+        "reserve_connections = 10",
+    )
+    connections_per_worker: int = _key(
+        _Count(1, auto=False),
+        4,
+        "Connections your app opens per xdist worker (its pool size), counted against the "
+        "server's max_connections before the run starts.",
+        "connections_per_worker = 10",
+    )
+    lock_timeout: float | None = _key(
+        _Seconds(),
+        600.0,
+        "Seconds to wait for another process (or machine) building the same template; "
+        "0 waits for ever.",
+        "lock_timeout = 120",
+    )
+    registry_database: str = _key(
+        _Text(
+            "a database name starting with 'sqlsandbox_'",
+            re.compile(r"^sqlsandbox_[a-z0-9_]{1,50}$"),
+        ),
+        "sqlsandbox_registry",
+        "Database (SQLite: file) on the server where sqlsandbox records the databases it "
+        "made; runs with different registries never reuse or reap each other's.",
+        'registry_database = "sqlsandbox_registry_team_a"',
     )
     keep_server: bool = _key(
         _Bool(),

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import textwrap
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from sqlsandbox._settings import ENV_PREFIX, KEYS
+from sqlsandbox._urls import DatabaseURL
 
 _SETTING_ENVS = {key.env for key in KEYS}
 
@@ -28,6 +30,34 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             name.startswith(ENV_PREFIX) and name in _SETTING_ENVS
         ):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def inner_registry(postgres_admin_url: DatabaseURL) -> Iterator[str]:
+    """A registry of this test process for inner runs on the test PostgreSQL.
+
+    Inner runs reuse each other's templates through it; when the session
+    ends every database it lists is dropped, and the registry with them, so
+    no `ready` template is left in the shared default registry.
+    """
+    from sqlsandbox.provision import Registry, parse_name
+    from sqlsandbox.servers import connect_server
+
+    name = f"sqlsandbox_reg_{uuid.uuid4().hex[:12]}"
+    yield name
+    server = connect_server(postgres_admin_url)
+    try:
+        if server.database_exists(name):
+            registry = Registry(server, name).open()
+            try:
+                for row in registry.databases():
+                    if parse_name(row.name) is not None:
+                        server.drop_database(row.name, missing_ok=True)
+            finally:
+                registry.close()
+            server.drop_database(name, missing_ok=True)
+    finally:
+        server.close()
 
 
 MakeProject = Callable[..., None]

@@ -23,8 +23,9 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
@@ -32,6 +33,7 @@ from .._exceptions import SandboxError
 from .._settings import Settings
 from ._marks import SandboxSpec, sandbox_spec
 from ._options import get_settings
+from ._scopes import ScopeData
 from ._summary import get_recorder
 from ._url_env import UrlEnv, read_dotenv
 from ._xdist import is_controller, is_worker, run_uid, worker_count
@@ -40,12 +42,15 @@ if TYPE_CHECKING:
     from .._urls import DatabaseURL
     from ..ownership import Owner, Sandbox
     from ..provision import Lease, Provisioner, Template
+    from ..provision._spec import SetupMode
     from ..servers import Server
 
 __all__ = ["SandboxHandle", "WorkerDatabase", "get_database"]
 
 _DATABASE_KEY = pytest.StashKey["WorkerDatabase"]()
 _KEEP_SERVER_ENV = "SQLSANDBOX_KEEP_SERVER"
+#: Where ``url_env`` points before this process has a database (never created).
+_NOT_READY = "sqlsandbox_database_not_ready_yet"
 
 
 class SandboxHandle:
@@ -113,6 +118,8 @@ class WorkerDatabase:
         self.template: Template | None = None
         self.clone: Lease | None = None
         self.sandbox: Sandbox | None = None
+        #: Where fixtures of scope session, package, module and class write.
+        self.scopes: ScopeData | None = None
         self.url_env = UrlEnv(
             settings.url_env,
             dotenv=read_dotenv(config.rootpath / ".env") if settings.url_env else None,
@@ -150,25 +157,42 @@ class WorkerDatabase:
             os.environ[_KEEP_SERVER_ENV] = "1" if settings.keep_server else "0"
         self.server = open_server(settings.url)
         recorder.record_server(self.server.url, self.server.version())
+        if settings.url_env and self.clone is None:
+            # Until this process has its database, the app's variables name one
+            # that does not exist: fingerprinting imports the migrate target,
+            # which may build an engine (or even connect) at import time.
+            self.url_env.point(self.server.url.with_database(_NOT_READY))
         warm = None if settings.warm_pool is None else {"test": settings.warm_pool}
+        budget = Budget(
+            max_databases=settings.max_databases,
+            reserve_connections=settings.reserve_connections,
+            connections_per_worker=settings.connections_per_worker,
+            workers=worker_count(self.config),
+        )
         self.provisioner = Provisioner(
             self.server,
             run_id=run_uid(self.config),
-            budget=Budget(max_databases=settings.max_databases, workers=worker_count(self.config)),
+            budget=budget,
             warm=warm,
             adaptive=settings.warm_pool is None,
             on_progress=report,
+            lock_timeout=settings.lock_timeout,
+            registry_database=settings.registry_database,
         )
         spec = TemplateSpec(
             migrate=settings.migrate,
             seed=settings.seed,
+            setup=None if settings.setup == "auto" else cast("SetupMode", settings.setup),
             root=self.config.rootpath,
+            alembic_config=settings.alembic_config,
             fingerprint_extra=settings.fingerprint_extra,
             # Names whose value is the plain URL: migrations (alembic env.py) read them.
             url_env=tuple(n for n, t in settings.url_env.items() if t == "{url}"),
         )
         if not is_worker(self.config):
-            # Once per run, before workers start: fail early if -n does not fit.
+            # Once per run, before workers start: drop what crashed runs left
+            # behind, and fail early if -n does not fit.
+            self.provisioner.reap()
             self.provisioner.check_budget()
         self.template = self.provisioner.template(spec)
         recorder.record_template(
@@ -192,8 +216,23 @@ class WorkerDatabase:
             name=f"{self.clone.name} ({self.clone.url.masked()})",
             ownership_timeout=self.settings.ownership_timeout,
         )
+        self.scopes = ScopeData(self.sandbox, lambda: self.routed)
         if self.settings.url_env:
             self.url_env.point(self.clone.url)
+
+    def open_controller(self, report: Callable[[str], None] | None = None) -> None:
+        """Point ``url_env`` of the xdist controller at a clone of its own.
+
+        The controller imports conftest.py (and so the app) but runs no test;
+        an app that connects at import time must not reach the user's own
+        database from there, nor write into the template.
+        """
+        if self.clone is not None:
+            return
+        self.open_template(report)
+        assert self.provisioner is not None
+        self.clone = self.provisioner.clone("controller")
+        self.url_env.point(self.clone.url)
 
     def ensure_open(self) -> WorkerDatabase:
         """Open on first use; re-raise a failure of an earlier attempt."""
@@ -221,8 +260,9 @@ class WorkerDatabase:
         """Route *engine* (Engine or AsyncEngine) through this worker's sandbox."""
         from ..sqlalchemy import install
 
-        assert self.sandbox is not None
+        assert self.sandbox is not None and self.scopes is not None
         install(engine, self.sandbox)
+        self.scopes.tracker.install()
         if not any(e is engine for e in self.routed):
             self.routed.append(engine)
             if self._test_url is not None:
@@ -257,6 +297,9 @@ class WorkerDatabase:
         from ..sqlalchemy import uninstall
 
         self.url_env.restore()
+        if self.scopes is not None:
+            self.scopes.close()
+            self.scopes = None
         for engine in self.routed:
             with contextlib.suppress(Exception):
                 uninstall(engine)
@@ -288,22 +331,30 @@ class WorkerDatabase:
             with self._own_database(spec) as handle:
                 yield handle
             return
-        sandbox = self.sandbox
-        assert sandbox is not None
+        sandbox, scopes = self.sandbox, self.scopes
+        assert sandbox is not None and scopes is not None
+        nested = scopes.nested_owner() if spec.isolation == "transaction" else None
+        if nested is not None:
+            # Data of a module, class or package scope: the test runs inside it.
+            with scopes.tracker.collect() as begun, scopes.nested_test(nested):
+                try:
+                    with _mode(sandbox, spec, nested):
+                        yield SandboxHandle(self, spec, self.url, nested)
+                finally:
+                    scopes.end_test_sessions(begun)
+            get_recorder(self.config).record_test(spec.isolation)
+            return
         owner = sandbox.checkout(lazy=True, sandbox=spec.isolation == "transaction", name=name)
         try:
-            if spec.mode == "shared":
-                sandbox.mode("shared", owner)
-            elif spec.mode == "auto":
-                sandbox.mode("auto")
-            yield SandboxHandle(self, spec, self.url, owner)
+            with scopes.tracker.collect() as begun:
+                try:
+                    with _mode(sandbox, spec, owner):
+                        yield SandboxHandle(self, spec, self.url, owner)
+                finally:
+                    scopes.end_test_sessions(begun)
         finally:
             used = owner.kind is not None
-            try:
-                sandbox.checkin(owner)
-            finally:
-                if spec.mode != "manual":
-                    sandbox.mode("manual")
+            sandbox.checkin(owner)
             if used:
                 get_recorder(self.config).record_test(spec.isolation)
 
@@ -325,7 +376,13 @@ class WorkerDatabase:
             self._swapped = [_point_engine(engine, lease.url) for engine in self.routed]
             if self.settings.url_env:
                 self.url_env.point(lease.url)
-            yield SandboxHandle(self, spec, lease.url, None)
+            assert self.scopes is not None
+            with self.scopes.tracker.collect() as begun:
+                try:
+                    yield SandboxHandle(self, spec, lease.url, None)
+                finally:
+                    # Before the pools go back: their connections reach this clone.
+                    self.scopes.end_test_sessions(begun)
         finally:
             self._test_url = None
             swapped, self._swapped = self._swapped, []
@@ -337,6 +394,20 @@ class WorkerDatabase:
                 self.url_env.point(self.clone.url)
             lease.release()
             recorder.record_test("database")
+
+
+@contextlib.contextmanager
+def _mode(sandbox: Sandbox, spec: SandboxSpec, owner: Owner) -> Iterator[None]:
+    """Put the sandbox in the test's mode for the block; manual again afterwards."""
+    if spec.mode == "shared":
+        sandbox.mode("shared", owner)
+    elif spec.mode == "auto":
+        sandbox.mode("auto")
+    try:
+        yield
+    finally:
+        if spec.mode != "manual":
+            sandbox.mode("manual")
 
 
 def _point_engine(engine: Any, url: DatabaseURL) -> tuple[Any, Any, Any]:
@@ -392,6 +463,29 @@ def _configured(settings: Settings) -> bool:
     return bool(settings.migrate or settings.engines or settings.url_env)
 
 
+@contextlib.contextmanager
+def _reimported_later(root: Path) -> Iterator[None]:
+    """Forget the project's modules that the block imported.
+
+    Fingerprinting and building the template import the ``migrate`` and
+    ``seed`` targets before ``url_env`` points at this worker's database; a
+    module that also builds the app's engine would keep the old URL. Forgotten,
+    it is imported again by conftest.py, with the variables set.
+    """
+    before = set(sys.modules)
+    try:
+        yield
+    finally:
+        root = root.resolve()
+        for name in set(sys.modules) - before:
+            path = getattr(sys.modules[name], "__file__", None)
+            if path is None or "site-packages" in path:
+                continue
+            with contextlib.suppress(ValueError, OSError):
+                Path(path).resolve().relative_to(root)
+                del sys.modules[name]
+
+
 def _usage_error(exc: SandboxError) -> pytest.UsageError:
     return pytest.UsageError(f"sqlsandbox: {exc}")
 
@@ -402,11 +496,15 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     if namespace.help or namespace.version:
         return
     settings = get_settings(early_config)
-    if not settings.url_env or is_controller(early_config):
+    if not settings.url_env:
         return
     report = None if is_worker(early_config) else stderr_report(early_config)
     try:
-        get_database(early_config).open(report)
+        with _reimported_later(early_config.rootpath):
+            if is_controller(early_config):
+                get_database(early_config).open_controller(report)
+            else:
+                get_database(early_config).open(report)
     except SandboxError as exc:
         # Never let the app import with its own URL: it could write to a real database.
         raise _usage_error(exc) from None
@@ -443,6 +541,59 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     target = DEFAULT_WARM.get("test", 0) if target is None else target
     if wanted and target:
         database.provisioner.prewarm("test", min(wanted, target))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> Generator[None, Any, Any]:
+    """Run fixtures of a wider scope than the test where their data belongs (see _scopes)."""
+    if fixturedef.scope == "function":
+        return (yield)
+    database = opened_database(request.config)
+    if database is None or database.scopes is None:
+        return (yield)
+    with database.scopes.fixture_setup(fixturedef, request.node):
+        result = yield
+    return result
+
+
+def pytest_fixture_post_finalizer(
+    fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+) -> None:
+    """Leave the binding a wider-scoped fixture's teardown ran with."""
+    if fixturedef.scope == "function":
+        return
+    database = opened_database(request.config)
+    if database is not None and database.scopes is not None:
+        database.scopes.fixture_finished(fixturedef)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, Any]:
+    """Say so when importing a test module touched the database (no test owns one then)."""
+    report = yield
+    if report.failed and opened_database(collector.config) is not None:
+        longrepr = report.longrepr
+        if "OwnershipError" in str(longrepr):
+            message = collection_message(collector.nodeid or str(collector.path))
+            if hasattr(longrepr, "addsection"):
+                longrepr.addsection("sqlsandbox", message)
+            else:
+                report.longrepr = f"{longrepr}\n\n{message}"
+    return report
+
+
+def collection_message(where: str) -> str:
+    """Explain database access while pytest imports (collects) *where*."""
+    return (
+        f"{where} touched the database while pytest was collecting it (importing the "
+        "module, or evaluating a decorator or parametrize argument), where no test owns a "
+        "connection. Move that code into a fixture (one of scope session, package, module "
+        "or class is fine: its data stays for that scope) or into the test itself; create "
+        "engines at import time, but connect later. See docs/pytest.md#data-from-session-"
+        "module-and-class-fixtures"
+    )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -1,0 +1,97 @@
+"""Savepoints on an owner's open connection, for data shared by several tests.
+
+The pytest plugin keeps data written by module-, class- and package-scoped
+fixtures in the transaction of one *scope owner*; each scope inside it and
+each test then runs inside a savepoint of its own on that connection, rolled
+back when it ends (the model of Django's ``TestCase.setUpTestData``).
+
+:func:`scope_savepoint` opens such a savepoint from synchronous code, on
+whatever thread or event loop the connection belongs to. It is a thin use of
+:class:`~._connection.Lease`: the savepoint sits on the owner's stack like an
+app transaction, so transactions begun after it nest inside it and rolling it
+back undoes them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from .._exceptions import OwnershipError
+from ._connection import Lease
+
+if TYPE_CHECKING:
+    from ._connection import OwnedConnection
+    from ._owner import Owner
+
+__all__ = ["ScopeSavepoint", "scope_savepoint"]
+
+
+def _run(conn: OwnedConnection, coro: Coroutine[Any, Any, None]) -> None:
+    """Run *coro* where *conn* may be used, blocking the calling thread."""
+    if conn.host is not None:
+        conn.host.run_sync(coro)
+        return
+    loop = conn.loop
+    if loop is None or loop.is_closed():
+        coro.close()
+        raise OwnershipError(
+            f"The asyncio connection of owner {conn.owner!r} belongs to an event loop that "
+            "is closed, so the data of its scope is gone. Give fixtures that share data "
+            "across tests an event loop that lives as long as they do (pytest-asyncio: "
+            "loop_scope equal to the fixture's scope)."
+        )
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        coro.close()
+        raise OwnershipError(
+            f"Cannot open a scope savepoint for owner {conn.owner!r} from inside its own "
+            "running event loop; the pytest plugin does this from synchronous code only."
+        )
+    if loop.is_running():
+        asyncio.run_coroutine_threadsafe(coro, loop).result()
+    else:
+        loop.run_until_complete(coro)
+
+
+class ScopeSavepoint:
+    """A savepoint on a scope owner's connection; :meth:`rollback` undoes what followed it."""
+
+    __slots__ = ("_conn", "_lease")
+
+    def __init__(self, conn: OwnedConnection) -> None:
+        self._conn = conn
+        self._lease = Lease(conn)
+
+    def _begin(self) -> None:
+        if self._conn.is_async:
+            _run(self._conn, self._lease.abegin())
+        else:
+            self._lease.begin()
+
+    def rollback(self) -> None:
+        """Roll back to the savepoint and release it; quiet if the connection is gone."""
+        lease = self._lease
+        if not lease.in_transaction:
+            return
+        try:
+            if self._conn.is_async:
+                _run(self._conn, lease.arollback())
+            else:
+                lease.rollback()
+        except OwnershipError:
+            pass  # the owner ended or lost its connection: nothing is left to undo
+
+
+def scope_savepoint(owner: Owner) -> ScopeSavepoint | None:
+    """Open a savepoint on *owner*'s connection; None when it has no open connection."""
+    conn = owner._s.conn
+    if conn is None or owner._s.status != "active":
+        return None
+    savepoint = ScopeSavepoint(conn)
+    savepoint._begin()
+    return savepoint
