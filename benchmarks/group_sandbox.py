@@ -12,11 +12,18 @@ Keys (see ../shared/BENCHMARKS.md):
   on psycopg 3, as in a test suite; the floor is two round trips (BEGIN and
   ROLLBACK). Samples of both sides alternate so drift cancels; medians of
   2000 after a warm-up.
+  The sandbox runs with its defaults: sequence restore and session reset on.
 - ``routed_session_overhead_ratio``: a request of 5 queries and a commit
   through an ``AsyncSession`` on a routed asyncpg engine inside a checked-out
   test, over the same request on a plain engine (same pool settings): the app's
   BEGIN/COMMIT become SAVEPOINT/RELEASE, so the round trips are the same and
   the ratio is the Python overhead of routing.
+
+Details on stderr (not keys): what sequence restore and session reset cost a
+test, measured by alternating four sandboxes that differ only in those two
+switches, on the empty database and on one with 30 serial tables, for a test
+that runs ``SELECT 1`` and for one that inserts a row (``reset_*`` values, ms
+per test over the same test with both switched off).
 
 Run alone with ``make bench ONLY=sandbox``; details go to stderr.
 """
@@ -75,6 +82,119 @@ def _alternate(a: Callable[[], object], b: Callable[[], object], runs: int) -> t
         sa.append(t1 - t0)
         sb.append(t2 - t1)
     return statistics.median(sa) * 1000, statistics.median(sb) * 1000
+
+
+def _alternate_many(fns: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
+    """Time every function of *fns* in turn, *runs* times; return medians in ms."""
+    for _ in range(WARMUP):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    clock = time.perf_counter
+    for _ in range(runs):
+        for name, fn in fns.items():
+            t0 = clock()
+            fn()
+            samples[name].append(clock() - t0)
+    return {name: statistics.median(v) * 1000 for name, v in samples.items()}
+
+
+RESET_VARIANTS = {
+    "none": (False, False),
+    "sequences": (True, False),
+    "session": (False, True),
+    "both": (True, True),
+}
+
+
+def _reset_costs(server: Server, *, tables: int) -> dict[str, float]:
+    """Cost of sequence restore and session reset per test, over both switched off.
+
+    Each variant has a database of its own: a variant that does not restore
+    would otherwise make the others restore what it consumed.
+    """
+    names = {variant: f"sqlsandbox_bench_{uuid.uuid4().hex[:12]}" for variant in RESET_VARIANTS}
+    for name in names.values():
+        server.create_database(name)
+    try:
+        return _reset_costs_on({v: server.database_url(n) for v, n in names.items()}, tables)
+    finally:
+        for name in names.values():
+            server.drop_database(name)
+
+
+def _reset_costs_on(urls: dict[str, Any], tables: int) -> dict[str, float]:
+    import psycopg
+
+    from sqlsandbox.ownership import SQLAdapter
+
+    class Adapter(SQLAdapter):
+        multi_statement = True
+
+        def execute(self, sql: str) -> None:
+            with self.raw.lock:
+                result = self.raw.pgconn.exec_(sql.encode())
+            if result.status not in (1, 2):  # COMMAND_OK, TUPLES_OK
+                raise RuntimeError(result.error_message.decode())
+
+        def is_broken(self) -> bool:
+            return bool(self.raw.closed)
+
+        def close(self) -> None:
+            self.raw.close()
+
+    class Connector:
+        is_async = False
+        kind = "bench:psycopg"
+
+        def __init__(self, dsn: str) -> None:
+            self.dsn = dsn
+
+        def connect(self) -> Adapter:
+            raw = psycopg.connect(self.dsn, autocommit=True)
+            return Adapter(raw, kind=self.kind, dialect="postgresql")
+
+    for url in urls.values():
+        with psycopg.connect(url.render(), autocommit=True) as conn:
+            for i in range(tables):
+                conn.execute(f"CREATE TABLE bench_t{i} (id serial PRIMARY KEY, x int)")  # type: ignore[arg-type]
+    fns: dict[str, Callable[[], object]] = {}
+    boxes = []
+    for name, (sequences, session) in RESET_VARIANTS.items():
+        box = Sandbox(urls[name], ownership_timeout=None, reset_sequences=sequences)
+        box._reset_session = session
+        box.add_connector(Connector(urls[name].render()))  # type: ignore[arg-type]
+        boxes.append(box)
+        for what, sql in (
+            ("select", "SELECT 1"),
+            ("insert", "INSERT INTO bench_t0 (x) VALUES (1)"),
+        ):
+
+            def per_test(box: Sandbox = box, sql: str = sql) -> None:
+                connector = box._connectors[0]
+                owner = box.checkout(connector=connector)  # type: ignore[arg-type]
+                lease = box.lease(connector)  # type: ignore[arg-type]
+                assert lease is not None
+                lease.enter()
+                lease.adapter.execute(sql)
+                lease.exit()
+                box.checkin(owner)
+
+            fns[f"{what}_{name}"] = per_test
+    try:
+        ms = _alternate_many(fns, OVERHEAD_RUNS // 2)
+    finally:
+        for box in boxes:
+            box.close()
+    return {
+        f"reset_{what}_{name}_{tables}seq_ms": round(ms[f"{what}_{name}"] - ms[f"{what}_none"], 3)
+        for what in ("select", "insert")
+        for name in RESET_VARIANTS
+        if name != "none"
+    } | {
+        f"reset_{what}_none_{tables}seq_ms": round(ms[f"{what}_none"], 3)
+        for what in ("select", "insert")
+    }
 
 
 def _overhead(url: Any) -> dict[str, float]:
@@ -200,10 +320,11 @@ def run(machine: dict[str, Any]) -> dict[str, Any]:
         url = server.database_url(name)
         overhead = _overhead(url)
         requests = asyncio.run(_requests(url))
+        resets = _reset_costs(server, tables=1) | _reset_costs(server, tables=30)
     finally:
         server.drop_database(name)
         server.close()
-    details = {**overhead, **requests}
+    details = {**overhead, **requests, **resets}
     print(
         "[bench] sandbox details: " + ", ".join(f"{k}={v:.3f}" for k, v in sorted(details.items())),
         file=sys.stderr,

@@ -12,7 +12,6 @@ import asyncio
 import contextvars
 import inspect
 import threading
-import weakref
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +56,8 @@ class ConnectionsMixin:
     #: Counts events after which sequence baselines may be stale: plain
     #: connections handed out, real commits, lost connections.
     _epoch: int
-    _open_conns: weakref.WeakSet[OwnedConnection]
+    #: Owner connections opened, pruned of those no longer open as it goes.
+    _open_conns: set[OwnedConnection]
     #: A checkin skipped its restore because another owner was mid-test.
     _restore_debt: bool
 
@@ -69,9 +69,14 @@ class ConnectionsMixin:
         """Note that sequences may have moved outside any restore: baselines are stale."""
         self._epoch += 1  # a lost update under a race still changes the value
 
+    def _track(self, conn: OwnedConnection) -> None:
+        with self._lock:
+            self._open_conns = {c for c in self._open_conns if c.state == "open"}
+            self._open_conns.add(conn)
+
     def _alone(self, conn: OwnedConnection | None = None) -> bool:
         """Return whether no owner connection but *conn* is open (none mid-test)."""
-        return not any(c is not conn and c.state == "open" for c in list(self._open_conns))
+        return not any(c is not conn and c.state == "open" for c in self._open_conns)
 
     def _trusted(self, adapter: Any) -> bool:
         """Whether *adapter* holds a baseline taken since the last possible commit."""
@@ -188,7 +193,7 @@ class ConnectionsMixin:
                         raise self._connect_error(state, connector.kind, exc) from exc
             assert adapter is not None
             conn = OwnedConnection(adapter, state, is_async=False)
-            self._open_conns.add(conn)
+            self._track(conn)
             if register:
                 state.conn = conn
             if state.status != "active":
@@ -251,7 +256,7 @@ class ConnectionsMixin:
                         raise self._connect_error(state, connector.kind, exc) from exc
             assert adapter is not None
             conn = OwnedConnection(adapter, state, is_async=True, host=host, loop=loop)
-            self._open_conns.add(conn)
+            self._track(conn)
             if register:
                 state.conn = conn
             if state.status != "active":

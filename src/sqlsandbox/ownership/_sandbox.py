@@ -140,7 +140,7 @@ class Sandbox(ConnectionsMixin):
         self._reset_session = True
         self._epoch = 0
         self._restore_debt = False
-        self._open_conns: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._open_conns: set[Any] = set()
         self._var: contextvars.ContextVar[_Binding | None] = contextvars.ContextVar(
             f"sqlsandbox_owner_{id(self):x}", default=None
         )
