@@ -316,8 +316,8 @@ KNOWN_MISSING_FIXES: dict[str, str] = {
     ),
     **dict.fromkeys(
         ["flag:--sqlsandbox-alembic-config", "env:SQLSANDBOX_ALEMBIC_CONFIG"],
-        "provision/_sources.py: no alembic_config setting, and migrate = 'alembic:<path>' "
-        "passes the settings check but the provision layer does not parse it",
+        "provision/_sources.py: TemplateSpec.alembic_config has no setting (migrate = "
+        "'alembic:<path>' works)",
     ),
     "setting:isolation_level": (
         "ownership/_adapter.py: means the isolation_level argument of Sandbox()/checkout(), "
