@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,18 +11,13 @@ import pytest
 
 from sqlsandbox import ProvisioningError
 from sqlsandbox.provision import Budget, Provisioner, Registry, TemplateSpec
-from sqlsandbox.servers import PostgresServer, Server, SQLiteServer
+from sqlsandbox.servers import PostgresServer, Server, SQLiteServer, connect_server
 
 from .conftest import write_sql_project
 
 MakeProvisioner = Callable[..., Provisioner]
 
 PASSWORD = "sqlsandboxSecret42"
-
-
-def _shown(exc: BaseException) -> str:
-    """Everything a user could see of an error: message, repr and traceback."""
-    return "".join(traceback.format_exception(exc)) + repr(exc)
 
 
 @pytest.fixture
@@ -188,3 +182,30 @@ def test_a_build_failing_after_the_migrations_names_the_step_and_the_fix(
     assert "OWNED BY must name an integer column" in message
     fingerprint = provisioner._builder.fingerprint(spec)
     assert server.list_databases(f"sqlsandbox_{fingerprint.short}") == []
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_failing_migration_never_shows_the_password(
+    server: Server, registry_name: str, cache_dir: Path, tmp_path: Path
+) -> None:
+    # The test server trusts local logins, so any password gets in: it must not show.
+    with_password = connect_server(server.url.replace(password=PASSWORD))
+    (tmp_path / "leaky.py").write_text(
+        "from sqlsandbox._urls import DatabaseURL\n"
+        "def migrate(url):\n"
+        "    secret = DatabaseURL.parse(url).password\n"
+        "    raise RuntimeError(f'login with {secret} refused at {url}')\n"
+    )
+    spec = TemplateSpec(migrate="leaky:migrate", root=tmp_path)
+    try:
+        with Provisioner(
+            with_password, registry_database=registry_name, cache_dir=cache_dir, warm={}
+        ) as provisioner:
+            with pytest.raises(ProvisioningError) as caught:
+                provisioner.template(spec)
+    finally:
+        with_password.close()
+    message = str(caught.value)
+    assert "RuntimeError: login with *** refused at postgresql://postgres:***@" in message
+    # The migration's own exception stays the cause, for its traceback; ours is clean.
+    assert PASSWORD not in message and PASSWORD not in repr(caught.value)

@@ -342,7 +342,9 @@ class WarmPool:
                 raise
         except BaseException as exc:
             error = exc
-            log.warning("sqlsandbox: cloning %s failed: %s", template.name, exc)
+            log.warning(
+                "sqlsandbox: cloning %s failed: %s", template.name, scrub(str(exc), self.server.url)
+            )
         with self._cond:
             pool.creating -= 1
             if error is not None:
@@ -360,7 +362,9 @@ class WarmPool:
             self.registry.remove_database(name)
         except Exception as exc:
             # The row stays, so the reaper retries once this process is gone.
-            log.warning("sqlsandbox: dropping %s failed: %s", name, exc)
+            log.warning(
+                "sqlsandbox: dropping %s failed: %s", name, scrub(str(exc), self.server.url)
+            )
         with self._cond:
             self._dropping -= 1
             if pool is not None:
@@ -394,5 +398,7 @@ class WarmPool:
                 self.registry.remove_database(name)
                 dropped.append(name)
             except Exception as exc:
-                log.warning("sqlsandbox: dropping %s failed: %s", name, exc)
+                log.warning(
+                    "sqlsandbox: dropping %s failed: %s", name, scrub(str(exc), self.server.url)
+                )
         return dropped

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ProvisioningError, SandboxError
 from .._urls import DatabaseURL
+from ..servers._errors import scrub
 from . import _dbapi
 from ._fingerprint import Fingerprint, compute_fingerprint, migration_source, seed_source
 from ._locks import build_lock
@@ -225,7 +226,7 @@ class TemplateBuilder:
             if isinstance(exc, StepFailed):
                 raise ProvisioningError(
                     f"Building the template for {self.server.url.masked()} failed in "
-                    f"{exc.step!r} ({spec.describe()}):\n    {describe_error(exc.error)}\n"
+                    f"{exc.step!r} ({spec.describe()}):\n    {self._describe(exc.error)}\n"
                     f"Nothing was kept: the half-built template {name} was dropped. Fix the "
                     "migration and run again; the template is rebuilt automatically."
                 ) from exc.error
@@ -233,7 +234,7 @@ class TemplateBuilder:
                 raise
             raise ProvisioningError(
                 f"Building the template {name} on {self.server.url.masked()} failed while "
-                f"{step[0]}:\n    {describe_error(exc)}\n"
+                f"{step[0]}:\n    {self._describe(exc)}\n"
                 "Nothing was kept: the half-built template was dropped. "
                 + _BUILD_FIXES.get(step[0], _RUN_FIX)
             ) from exc
@@ -241,6 +242,10 @@ class TemplateBuilder:
         self.registry.mark_ready(name, build_s=build_s)
         self.report(f"template {name} ready in {build_s:.2f}s")
         return Template(name, fingerprint, spec, url, built=True, build_s=build_s)
+
+    def _describe(self, exc: BaseException) -> str:
+        """Return the error on a few lines, without the server's password."""
+        return scrub(describe_error(exc), self.server.url)
 
     def _prefixed(self, name: str) -> Callable[[str], None]:
         def report(message: str) -> None:
