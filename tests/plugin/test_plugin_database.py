@@ -387,3 +387,107 @@ def test_url_env_table_form_and_dotenv(
             "sqlsandbox: POSTGRES_SERVER=127.0.0.1",
         ]
     )
+
+
+def test_run_start_reaps_dead_runs_in_its_registry(
+    pytester: pytest.Pytester,
+    make_project: MakeProject,
+    server_env: DatabaseURL,
+    inner_registry: str,
+) -> None:
+    import socket
+    import subprocess
+    import sys
+    import uuid
+
+    from sqlsandbox.provision import Registry, make_name
+    from sqlsandbox.provision._registry import Owner
+    from sqlsandbox.servers import connect_server
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(timeout=60)
+    server = connect_server(server_env)
+    registry = Registry(server, inner_registry).open()
+    owner = Owner(uuid.uuid4().hex, "crashed-run", socket.gethostname(), dead.pid, 0)
+    registry.add_owner(owner)
+    leftover = make_name(uuid.uuid4().hex * 2, "test")
+    registry.add_database(
+        leftover, fingerprint="0" * 64, kind="test", state="clone", owner_id=owner.owner_id
+    )
+    server.create_database(leftover)
+    try:
+        make_project(test_x="def test_x(db_url):\n    pass\n")
+        result = pytester.runpytest_subprocess("-p", "no:randomly")
+        result.assert_outcomes(passed=1)
+        assert not server.database_exists(leftover)
+        # The run used the registry it was given.
+        assert registry.databases(state="ready")
+    finally:
+        server.drop_database(leftover, missing_ok=True)
+        registry.close()
+        server.close()
+
+
+CONTROLLER_CONFTEST = """
+import os
+import pathlib
+
+# What an app reading DATABASE_URL at import time would connect to, per process.
+who = os.environ.get("PYTEST_XDIST_WORKER", "controller")
+pathlib.Path(f"url-{who}.txt").write_text(os.environ["DATABASE_URL"])
+"""
+
+
+def test_xdist_controller_points_url_env_at_a_clone_of_its_own(
+    pytester: pytest.Pytester, make_project: MakeProject, server_env: DatabaseURL
+) -> None:
+    make_project(
+        'url_env = ["DATABASE_URL"]\n',
+        conftest=CONTROLLER_CONFTEST,
+        test_x="def test_x():\n    pass\n\ndef test_y():\n    pass\n",
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-n", "2")
+    result.assert_outcomes(passed=2)
+    controller = (pytester.path / "url-controller.txt").read_text()
+    worker = (pytester.path / "url-gw0.txt").read_text()
+    # Never the user's database (prod.invalid), never the template: a clone of its own.
+    assert controller.startswith("postgresql+psycopg://postgres@127.0.0.1:5432/sqlsandbox_")
+    assert "_controller_" in controller
+    assert "_worker_" in worker
+    # And it is gone after the run.
+    from sqlsandbox.servers import connect_server
+
+    server = connect_server(server_env)
+    try:
+        assert not server.database_exists(controller.rsplit("/", 1)[1])
+    finally:
+        server.close()
+
+
+def test_budget_settings_reach_the_check(
+    pytester: pytest.Pytester, make_project: MakeProject, server_env: DatabaseURL
+) -> None:
+    make_project(
+        "connections_per_worker = 100000\nreserve_connections = 0\n",
+        test_x="def test_x(db_url):\n    pass\n",
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    assert result.ret == pytest.ExitCode.INTERRUPTED or result.ret == pytest.ExitCode.TESTS_FAILED
+    assert "need 1 x 100002" in result.stdout.str() + result.stderr.str()
+
+
+def test_setup_empty_builds_no_schema(
+    pytester: pytest.Pytester, make_project: MakeProject, server_env: DatabaseURL
+) -> None:
+    make_project(
+        'migrate = "metadata:models:Base.metadata"\nsetup = "empty"\n',
+        models=MODELS,
+        test_x="""
+        from sqlalchemy import text
+
+        def test_no_table(db_session):
+            assert db_session.execute(text("SELECT to_regclass('items')")).scalar() is None
+        """,
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=1)
