@@ -491,3 +491,33 @@ def test_setup_empty_builds_no_schema(
     )
     result = pytester.runpytest_subprocess("-p", "no:randomly")
     result.assert_outcomes(passed=1)
+
+
+HARD_CODED_IDS = """
+import pytest
+from app import SessionLocal
+from models import Item
+
+
+@pytest.mark.parametrize("n", range(3))
+def test_first_insert_gets_id_1(n):
+    with SessionLocal() as session:
+        item = Item(name="x")
+        session.add(item)
+        session.commit()
+        assert item.id == 1
+"""
+
+
+@pytest.mark.parametrize("reset", [True, False], ids=["reset", "no-reset"])
+def test_reset_sequences_setting_reaches_the_sandbox(
+    pytester: pytest.Pytester, make_project: MakeProject, server_env: DatabaseURL, reset: bool
+) -> None:
+    make_project(CONFIG, app=APP, models=MODELS, test_ids=HARD_CODED_IDS)
+    flag = "--sqlsandbox-reset-sequences" if reset else "--sqlsandbox-no-reset-sequences"
+    result = pytester.runpytest_subprocess("-p", "no:randomly", flag)
+    if reset:
+        result.assert_outcomes(passed=3)
+    else:
+        # Sequences keep counting through the rollbacks: only the first test gets id 1.
+        result.assert_outcomes(passed=1, failed=2)

@@ -215,6 +215,7 @@ class WorkerDatabase:
             self.clone.url,
             name=f"{self.clone.name} ({self.clone.url.masked()})",
             ownership_timeout=self.settings.ownership_timeout,
+            reset_sequences=self.settings.reset_sequences,
         )
         self.scopes = ScopeData(self.sandbox, lambda: self.routed)
         if self.settings.url_env:
