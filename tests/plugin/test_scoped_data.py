@@ -191,7 +191,21 @@ def test_hard_coded_superuser_lookup(client):
     assert client.get("/users/admin@example.com").status_code == 200
 """
 
-PACKAGE_INIT = ""
+TEST_READ_ONLY_MODULE = """
+import pytest
+
+
+@pytest.fixture(scope="module")
+def superuser_id(client):
+    # Reads only (like logging in for a token): its tests keep owners of their own.
+    return client.get("/users/admin@example.com").json()["id"]
+
+
+@pytest.mark.parametrize("n", range(3))
+def test_ids_start_over_in_every_test(superuser_id, client, n):
+    assert superuser_id == 1
+    assert client.post(f"/users/new{n}@example.com").json() == {"id": 2}
+"""
 
 PACKAGE_CONFTEST = """
 import pytest
@@ -230,6 +244,7 @@ def write_project(pytester: pytest.Pytester, make_project: MakeProject) -> None:
         test_shared_session=TEST_SHARED_SESSION,
         test_module_data=TEST_MODULE_DATA,
         test_other_module=TEST_OTHER_MODULE,
+        test_read_only_module=TEST_READ_ONLY_MODULE,
     )
     package = pytester.mkpydir("pkg")
     (package / "conftest.py").write_text(PACKAGE_CONFTEST)
@@ -250,7 +265,7 @@ def test_fixtures_of_every_scope_share_data_and_tests_stay_isolated(
 ) -> None:
     write_project(pytester, make_project)
     result = pytester.runpytest_subprocess("-p", "no:randomly", *args)
-    result.assert_outcomes(passed=17)
+    result.assert_outcomes(passed=20)
     assert "OwnershipError" not in result.stdout.str()
 
 

@@ -95,3 +95,61 @@ def scope_savepoint(owner: Owner) -> ScopeSavepoint | None:
     savepoint = ScopeSavepoint(conn)
     savepoint._begin()
     return savepoint
+
+
+#: Statements that fail when the transaction has written something (None: cannot tell).
+_WROTE_CHECK: dict[str, str] = {
+    "postgresql": (
+        "DO $$ BEGIN IF pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL THEN "
+        "RAISE EXCEPTION 'sqlsandbox: the scope wrote'; END IF; END $$"
+    ),
+    "mysql": (
+        "BEGIN NOT ATOMIC IF (SELECT COUNT(*) FROM information_schema.innodb_trx "
+        "WHERE trx_mysql_thread_id = CONNECTION_ID() AND trx_rows_modified > 0) > 0 THEN "
+        "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'sqlsandbox: the scope wrote'; END IF; END"
+    ),
+}
+
+
+def wrote_anything(owner: Owner) -> bool:
+    """Return whether *owner*'s transaction changed data; True when it cannot tell.
+
+    Lets the plugin give back a scope owner whose fixtures only read, so the
+    tests of that scope get owners (and resets) of their own.
+    """
+    conn = owner._s.conn
+    if conn is None:
+        return False
+    check = _WROTE_CHECK.get(conn.dialect)
+    if check is None or conn.state != "open":
+        return True
+    savepoint = scope_savepoint(owner)
+    if savepoint is None:
+        return True
+    lease = Lease(conn)
+    try:
+        if conn.is_async:
+
+            async def run() -> None:
+                await lease.aenter()
+                try:
+                    await conn.adapter.execute(check)
+                except BaseException as exc:
+                    conn.exit_with(exc)
+                    raise
+                conn.exit()
+
+            _run(conn, run())
+        else:
+            lease.enter()
+            try:
+                conn.adapter.execute(check)
+            except BaseException as exc:
+                conn.exit_with(exc)
+                raise
+            conn.exit()
+    except Exception:
+        return True
+    finally:
+        savepoint.rollback()
+    return False

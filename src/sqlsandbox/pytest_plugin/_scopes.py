@@ -191,6 +191,24 @@ class ScopeData:
         if not self.levels:
             self._checkin_owner()
 
+    def _give_back_if_read_only(self) -> None:
+        """Check the scope owner in when its fixtures only read (a login, a lookup).
+
+        Tests of the scope then get owners of their own, with everything a
+        checkin resets, instead of running inside the scope's transaction.
+        """
+        owner = self.owner
+        if owner is None or owner.kind is None or any(lv.savepoint for lv in self.levels):
+            return
+        from ..ownership._scope import wrote_anything
+
+        if wrote_anything(owner):
+            return
+        for level in self.levels:
+            self.end_test_sessions(level.begun)
+            level.begun.clear()
+        self._checkin_owner()
+
     def _checkin_owner(self) -> None:
         owner, self.owner = self.owner, None
         if owner is not None:
@@ -230,6 +248,7 @@ class ScopeData:
             with self.sandbox.join(owner), self.tracker.collect() as begun:
                 yield
             level.begun.extend(begun)
+            self._give_back_if_read_only()
         fixturedef.addfinalizer(functools.partial(self._enter_teardown, fixturedef, scope, node))
 
     def _enter_teardown(self, fixturedef: pytest.FixtureDef[Any], scope: str, node: Any) -> None:
