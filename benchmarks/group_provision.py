@@ -28,10 +28,13 @@ Keys (see ../shared/BENCHMARKS.md):
   (the reference migrations and models, ``url_env``, one routed engine built
   at import time) on the second of two runs, with the server running and the
   template cached: the wall time from starting ``python -m pytest`` to the
-  first ``pytest_runtest_call`` (written by a conftest hook), median of 5.
+  first ``pytest_runtest_call`` (written by a conftest hook), median of 7.
   ``cached_startup_plain_s`` is the same project with ``-p no:sqlsandbox``
-  (interpreter, pytest, plugins, app import): the difference is sqlsandbox's.
-  The template stays on the server afterwards, as after any real run.
+  (interpreter, pytest, plugins, app import), run alternately with it;
+  ``cached_startup_overhead_s`` the median of their differences: sqlsandbox's
+  share. ``cached_startup_load_average`` is the machine's 1-minute load
+  when the runs began (the numbers grow with it). The template stays on the
+  server afterwards, as after any real run.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ BUILD_RUNS = 3
 CLONE_RUNS = 30
 WARM_RUNS = 100
 STRATEGY_RUNS = 20
-STARTUP_RUNS = 5
+STARTUP_RUNS = 7
 
 # The small project of cached_startup_s: the reference schema, an app whose
 # engine is built at import time, and a hook that notes when the first test runs.
@@ -326,15 +329,21 @@ def cached_startup(url: str | None) -> dict[str, Any]:
         directory = Path(name)
         _startup_project(directory)
         _start_to_first_test(directory, env)  # builds the template, or finds it
-        samples = [_start_to_first_test(directory, env) for _ in range(STARTUP_RUNS)]
         plain_env = {**env, "DATABASE_URL": "postgresql+psycopg://localhost/unused"}
-        plain = [
-            _start_to_first_test(directory, plain_env, "-p", "no:sqlsandbox")
-            for _ in range(STARTUP_RUNS)
-        ]
+        load = os.getloadavg()[0]
+        samples: list[float] = []
+        plain: list[float] = []
+        # Alternated, so that other work on the machine weighs on both alike.
+        for _ in range(STARTUP_RUNS):
+            samples.append(_start_to_first_test(directory, env))
+            plain.append(_start_to_first_test(directory, plain_env, "-p", "no:sqlsandbox"))
     return {
         "cached_startup_s": round(statistics.median(samples), 3),
         "cached_startup_plain_s": round(statistics.median(plain), 3),
+        "cached_startup_overhead_s": round(
+            statistics.median(a - b for a, b in zip(samples, plain, strict=True)), 3
+        ),
+        "cached_startup_load_average": round(load, 2),
     }
 
 
