@@ -1,0 +1,1 @@
+"""A small FastAPI app whose tests use the patterns of real suites."""
