@@ -173,8 +173,9 @@ def test_user_without_createdb_gets_told_what_to_grant(
             with pytest.raises(
                 ProvisioningError,
                 match=rf"Could not terminate connections to '{name}' on .*: "
-                rf"(must be a superuser|permission denied).*\. User '{role}' lacks a privilege this needs: membership in "
-                r"pg_signal_backend \(GRANT pg_signal_backend TO \.\.\.\)",
+                rf"(must be a superuser|permission denied).*\. User '{role}' lacks a privilege "
+                r"this needs: membership in pg_signal_backend "
+                r"\(GRANT pg_signal_backend TO \.\.\.\)",
             ):
                 weak.terminate_connections(name)
     finally:
