@@ -1,7 +1,7 @@
 """The recipes of docs/recipes/asyncpg.md and docs/recipes/flask.md, run as written.
 
 One pytester project holds both apps (each test uses one of them), against a
-real PostgreSQL: a FastAPI app on a plain asyncpg pool made in its lifespan,
+real PostgreSQL, under ``-n 2``: a FastAPI app on a plain asyncpg pool made in its lifespan,
 routed by ``sqlsandbox.asyncpg``; and a Flask app factory whose engine is
 routed from a fixture. Every test starts from an empty table.
 """
@@ -164,14 +164,13 @@ def test_flask_factory_app_again(flask_client, sandbox_headers):
 """
 
 
-@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
 def test_asyncpg_and_flask_recipes(
     pytester: pytest.Pytester,
     make_project: MakeProject,
     monkeypatch: pytest.MonkeyPatch,
     postgres_admin_url: DatabaseURL,
-    workers: list[str],
 ) -> None:
+    # Under -n 2 only: the serial case of the same mechanisms is in test_http.py.
     monkeypatch.setenv("SQLSANDBOX_URL", postgres_admin_url.render())
     # asyncpg takes plain postgresql:// URLs: the form url_env keeps.
     monkeypatch.setenv("DATABASE_URL", "postgresql://app:secret@prod.invalid/app")
@@ -183,5 +182,5 @@ def test_asyncpg_and_flask_recipes(
         test_recipes=TESTS,
     )
     pytester.mkdir("migrations").joinpath("001_notes.sql").write_text(SCHEMA)
-    result = pytester.runpytest_subprocess("-p", "no:randomly", *workers)
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-n", "2")
     result.assert_outcomes(passed=5)
