@@ -298,27 +298,6 @@ def named_fixes() -> dict[str, list[str]]:
 
 #: Fixes messages name that do not exist yet, and why (reported to the lead).
 KNOWN_MISSING_FIXES: dict[str, str] = {
-    **dict.fromkeys(
-        [
-            "flag:--sqlsandbox-connections-per-worker",
-            "env:SQLSANDBOX_CONNECTIONS_PER_WORKER",
-            "flag:--sqlsandbox-reserve-connections",
-        ],
-        "provision/_budget.py: Budget fields with no setting; the plugin cannot pass them",
-    ),
-    **dict.fromkeys(
-        ["flag:--sqlsandbox-lock-timeout", "env:SQLSANDBOX_LOCK_TIMEOUT"],
-        "provision/_locks.py: Provisioner(lock_timeout=...) has no setting",
-    ),
-    **dict.fromkeys(
-        ["flag:--sqlsandbox-setup", "env:SQLSANDBOX_SETUP", "file:setup"],
-        "provision/_spec.py: TemplateSpec.setup has no setting",
-    ),
-    **dict.fromkeys(
-        ["flag:--sqlsandbox-alembic-config", "env:SQLSANDBOX_ALEMBIC_CONFIG"],
-        "provision/_sources.py: TemplateSpec.alembic_config has no setting (migrate = "
-        "'alembic:<path>' works)",
-    ),
     "setting:isolation_level": (
         "ownership/_adapter.py: means the isolation_level argument of Sandbox()/checkout(), "
         "but says 'setting'"

@@ -592,8 +592,8 @@ def collection_message(where: str) -> str:
         "module, or evaluating a decorator or parametrize argument), where no test owns a "
         "connection. Move that code into a fixture (one of scope session, package, module "
         "or class is fine: its data stays for that scope) or into the test itself; create "
-        "engines at import time, but connect later. See docs/pytest.md#data-from-session-"
-        "module-and-class-fixtures"
+        "engines at import time, but connect later. See "
+        "docs/pytest.md#code-that-runs-while-pytest-collects"
     )
 
 
