@@ -521,3 +521,56 @@ def test_reset_sequences_setting_reaches_the_sandbox(
     else:
         # Sequences keep counting through the rollbacks: only the first test gets id 1.
         result.assert_outcomes(passed=1, failed=2)
+
+
+ALEMBIC_ENV = """
+from alembic import context
+from sqlalchemy import create_engine
+
+engine = create_engine(context.config.get_main_option("sqlalchemy.url"))
+with engine.connect() as connection:
+    context.configure(connection=connection, target_metadata=None)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
+ALEMBIC_REVISION = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("widgets", sa.Column("id", sa.Integer, primary_key=True))
+
+
+def downgrade():
+    op.drop_table("widgets")
+"""
+
+
+def test_alembic_config_setting_names_the_ini_file(
+    pytester: pytest.Pytester, make_project: MakeProject, server_env: DatabaseURL
+) -> None:
+    make_project(
+        'migrate = "alembic"\nalembic_config = "db/alembic.ini"\n',
+        test_x="""
+        from sqlalchemy import text
+
+        def test_migrated(db_session):
+            assert db_session.execute(text("SELECT to_regclass('widgets')")).scalar() == "widgets"
+        """,
+    )
+    versions = pytester.path / "db" / "migrations" / "versions"
+    versions.mkdir(parents=True)
+    (pytester.path / "db" / "alembic.ini").write_text(
+        "[alembic]\nscript_location = db/migrations\n"
+    )
+    (versions.parent / "env.py").write_text(ALEMBIC_ENV)
+    (versions / "0001_widgets.py").write_text(ALEMBIC_REVISION)
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=1)
