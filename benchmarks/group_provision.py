@@ -318,10 +318,13 @@ def _start_to_first_test(directory: Path, env: dict[str, str], *args: str) -> fl
 
 def cached_startup(url: str | None) -> dict[str, Any]:
     """Measure cached_startup_s (and cached_startup_plain_s) on the server at *url*."""
+    # PYTHONDONTWRITEBYTECODE (set in some sandboxes and CI images) would make
+    # every run compile every module again: a user's second run has its caches.
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("PYTEST_", "SQLSANDBOX_")) and k != "DATABASE_URL"
+        if not k.startswith(("PYTEST_", "SQLSANDBOX_"))
+        and k not in ("DATABASE_URL", "PYTHONDONTWRITEBYTECODE")
     }
     if url is not None:
         env["SQLSANDBOX_URL"] = url
