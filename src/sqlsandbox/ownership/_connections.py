@@ -65,6 +65,14 @@ class ConnectionsMixin:
     # What a rollback does not undo (see _reset.py)
     # ------------------------------------------------------------------------------
 
+    def _init_resets(self, reset_sequences: bool) -> None:
+        self.reset_sequences = reset_sequences
+        # Undo session state a rollback leaves (private: tests switch it off).
+        self._reset_session = True
+        self._epoch = 0
+        self._restore_debt = False
+        self._open_conns = set()
+
     def _sequences_moved(self) -> None:
         """Note that sequences may have moved outside any restore: baselines are stale."""
         self._epoch += 1  # a lost update under a race still changes the value

@@ -135,12 +135,7 @@ class Sandbox(ConnectionsMixin):
         self.isolation_level = normalize_isolation_level(isolation_level)
         self.check_deferred_on_checkin = check_deferred_on_checkin
         self.max_idle = max_idle
-        self.reset_sequences = reset_sequences
-        # Undo session state a rollback leaves (private: tests switch it off).
-        self._reset_session = True
-        self._epoch = 0
-        self._restore_debt = False
-        self._open_conns: set[Any] = set()
+        self._init_resets(reset_sequences)
         self._var: contextvars.ContextVar[_Binding | None] = contextvars.ContextVar(
             f"sqlsandbox_owner_{id(self):x}", default=None
         )
