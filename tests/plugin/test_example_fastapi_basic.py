@@ -22,6 +22,8 @@ import pytest
 
 from sqlsandbox._urls import DatabaseURL
 
+from .conftest import MakeProject
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = "examples/fastapi_basic"
 TESTS = 11
@@ -92,3 +94,36 @@ def test_with_sqlsandbox_the_same_tests_pass(
     assert f"{TESTS} passed" in result.stdout.splitlines()[-1], output
     assert re.search(r"^-+ sqlsandbox -+$", result.stdout, re.MULTILINE), output
     assert "secret" not in output
+
+
+def test_no_sqlsandbox_turns_off_every_part_of_the_plugin(
+    pytester: pytest.Pytester, make_project: MakeProject
+) -> None:
+    # The plugin's parts (options, database, fixtures, runtime, ...) are registered
+    # by its entry point module: blocking the entry point must leave none behind,
+    # in the xdist controller and in every worker.
+    pytester.makeconftest(
+        """
+        import os
+        import sys
+        from pathlib import Path
+
+        def pytest_sessionfinish(session):
+            who = os.environ.get("PYTEST_XDIST_WORKER", "main")
+            loaded = sorted(m for m in sys.modules if m.startswith("sqlsandbox"))
+            Path(session.config.rootpath, f"modules-{who}.txt").write_text(repr(loaded))
+        """
+    )
+    make_project(test_x="def test_x():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:sqlsandbox", "-n", "2")
+    result.assert_outcomes(passed=1)
+    reports = {p.name: p.read_text() for p in pytester.path.glob("modules-*.txt")}
+    assert reports == {"modules-main.txt": "[]", "modules-gw0.txt": "[]", "modules-gw1.txt": "[]"}
+    assert "sqlsandbox-" not in result.stdout.str()  # not in the "plugins:" line either
+
+    with_plugin = pytester.runpytest_subprocess()
+    with_plugin.stdout.fnmatch_lines(["plugins: *sqlsandbox-*"])
+    assert (
+        "sqlsandbox.pytest_plugin._runtime"
+        in pytester.path.joinpath("modules-main.txt").read_text()
+    )
