@@ -479,6 +479,8 @@ def _reimported_later(root: Path) -> Iterator[None]:
     finally:
         root = root.resolve()
         for name in set(sys.modules) - before:
+            if name.partition(".")[0] == "sqlsandbox":
+                continue  # never ourselves, even when developed inside the rootdir
             path = getattr(sys.modules[name], "__file__", None)
             if path is None or "site-packages" in path:
                 continue
