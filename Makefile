@@ -35,7 +35,7 @@ pytest: $(STAMP)
 test: lint pytest
 
 demo: $(STAMP)
-	$(BIN)/python -m pytest -n auto -p no:cacheprovider examples/quickstart
+	$(BIN)/python -m pytest -n auto -p no:cacheprovider examples/reminders
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(if $(ONLY),--only $(ONLY))

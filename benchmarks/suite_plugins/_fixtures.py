@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
@@ -16,9 +16,10 @@ from ._common import isolation_of, point_env, sync_engine, unique
 
 __all__ = [
     "STATE",
-    "_test_sync_engine",
     "_app_pool_per_test",
+    "_baseline_isolation",
     "_database_isolation",
+    "_test_sync_engine",
     "async_db_session",
     "db_session",
     "db_url",
@@ -57,13 +58,19 @@ def _database_isolation(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 @pytest.fixture
+def _baseline_isolation(_database_isolation: str) -> Iterator[str]:
+    """The plugin's own per-test isolation (each plugin module redefines it)."""
+    yield _database_isolation
+
+
+@pytest.fixture
 def db_url(_database_isolation: str) -> str:
     """Return the URL of the database this test uses."""
     return str(STATE["dbs"].url(_database_isolation, scheme="postgresql"))
 
 
 @pytest_asyncio.fixture(autouse=True)
-async def _app_pool_per_test(_database_isolation: str) -> AsyncIterator[None]:
+async def _app_pool_per_test(_baseline_isolation: str) -> AsyncIterator[None]:
     """Close the app's pooled asyncpg connections with the loop that opened them.
 
     asyncpg connections belong to one event loop, and pytest-asyncio gives
@@ -71,7 +78,9 @@ async def _app_pool_per_test(_database_isolation: str) -> AsyncIterator[None]:
     """
     from reminders.db import SessionLocal
 
-    engine = SessionLocal.kw["bind"]
+    bind = SessionLocal.kw["bind"]
+    # The savepoint recipe binds the factory to a connection: dispose its engine.
+    engine = bind.engine if isinstance(bind, AsyncConnection) else bind
     yield
     await engine.dispose()
 
@@ -84,25 +93,25 @@ def _test_sync_engine() -> Iterator[Engine]:
 
 
 @pytest.fixture
-def db_session(_database_isolation: str, _test_sync_engine: Engine) -> Iterator[Session]:
+def db_session(_baseline_isolation: str, _test_sync_engine: Engine) -> Iterator[Session]:
     """Return a session of the test suite's own on this test's database (commits are real)."""
-    if _database_isolation == STATE["worker"]:
+    if _baseline_isolation == STATE["worker"]:
         with Session(_test_sync_engine, expire_on_commit=False) as session:
             yield session
         return
-    engine = sync_engine(STATE["dbs"].url(_database_isolation))
+    engine = sync_engine(STATE["dbs"].url(_baseline_isolation))
     with Session(engine, expire_on_commit=False) as session:
         yield session
     engine.dispose()
 
 
 @pytest_asyncio.fixture
-async def async_db_session(_database_isolation: str) -> AsyncIterator[AsyncSession]:
+async def async_db_session(_baseline_isolation: str) -> AsyncIterator[AsyncSession]:
     """Return an async session of the suite's own on this test's database (commits are real).
 
     A NullPool engine per test: asyncpg connections cannot outlive the test's loop.
     """
-    url = STATE["dbs"].url(_database_isolation, scheme="postgresql+asyncpg")
+    url = STATE["dbs"].url(_baseline_isolation, scheme="postgresql+asyncpg")
     engine = create_async_engine(url, poolclass=NullPool)
     async with AsyncSession(engine, expire_on_commit=False) as session:
         yield session

@@ -57,11 +57,11 @@ def _admin_connection() -> Iterator[Connection]:
     engine.dispose()
 
 
-@pytest.fixture(autouse=True)
-def _truncate_after_test(
-    request: pytest.FixtureRequest, _admin_connection: Connection
-) -> Iterator[None]:
-    yield
+@pytest.fixture
+def _baseline_isolation(
+    request: pytest.FixtureRequest, _database_isolation: str, _admin_connection: Connection
+) -> Iterator[str]:
+    yield _database_isolation
     if isolation_of(request.node) == "database":
         return
     from reminders.seed import insert_sample_data
