@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import statistics
-import time
-from collections.abc import Callable
+import os
+import socket
 
 
-def median_ms(fn: Callable[[], object], *, repeat: int = 200, warmup: int = 20) -> float:
-    """Run *fn* ``warmup`` times, then return the median of ``repeat`` timed runs in ms."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
+def answers(host: str, port: int) -> bool:
+    """Return whether a TCP server accepts connections on *host*:*port*."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def postgres_url() -> str | None:
+    """Return the PostgreSQL server to measure; None means the embedded one."""
+    for name in ("SQLSANDBOX_BENCH_URL", "SQLSANDBOX_URL"):
+        if os.environ.get(name):
+            return os.environ[name]
+    if answers("127.0.0.1", 5432):
+        return "postgresql://postgres@127.0.0.1:5432/postgres"
+    return None  # open_server(None): the embedded PostgreSQL

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,6 +52,8 @@ from typing import Any
 
 from sqlsandbox.provision import Provisioner, Registry, TemplateSpec, parse_name
 from sqlsandbox.servers import Server, open_server
+
+from ._stats import answers, postgres_url
 
 SCHEMA = Path(__file__).parent / "schema"
 BUILD_RUNS = 3
@@ -103,23 +104,6 @@ def test_first():
     # The stamp is written before this runs; with sqlsandbox the database is open by now.
     assert app.engine.url.database
 """
-
-
-def _answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-def _postgres_url() -> str | None:
-    for name in ("SQLSANDBOX_BENCH_URL", "SQLSANDBOX_URL"):
-        if os.environ.get(name):
-            return os.environ[name]
-    if _answers("127.0.0.1", 5432):
-        return "postgresql://postgres@127.0.0.1:5432/postgres"
-    return None  # open_server(None): the embedded PostgreSQL
 
 
 def _median_ms(samples: list[float]) -> float:
@@ -352,7 +336,7 @@ def cached_startup(url: str | None) -> dict[str, Any]:
 
 def run(machine: dict[str, Any]) -> dict[str, Any]:
     """Measure template_build_s, clone_ms_median and warm_acquire_ms_median (and details)."""
-    server = open_server(_postgres_url())
+    server = open_server(postgres_url())
     machine["provision_server"] = f"{server.backend} {server.version()}"
     bench = _Bench(server)
     results: dict[str, Any] = {}
@@ -381,10 +365,10 @@ def run(machine: dict[str, Any]) -> dict[str, Any]:
         server.close()
 
     # Last on PostgreSQL: the pytest runs leave their template cached on the server.
-    results.update(cached_startup(_postgres_url()))
+    results.update(cached_startup(postgres_url()))
 
     by_backend: dict[str, Any] = {}
-    if _answers("127.0.0.1", 3306):
+    if answers("127.0.0.1", 3306):
         by_backend["mariadb"] = _other_backend("mysql://root@127.0.0.1:3306/mysql")
     with tempfile.TemporaryDirectory(prefix="sqlsandbox-bench-sqlite-") as directory:
         by_backend["sqlite"] = _other_backend(f"sqlite:///{directory}")

@@ -31,8 +31,6 @@ Run alone with ``make bench ONLY=sandbox``; details go to stderr.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import statistics
 import sys
 import time
@@ -43,26 +41,11 @@ from typing import Any
 from sqlsandbox import Sandbox
 from sqlsandbox.servers import Server, open_server
 
+from ._stats import postgres_url
+
 OVERHEAD_RUNS = 2000
 REQUEST_RUNS = 400
 WARMUP = 100
-
-
-def _answers(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-def _postgres_url() -> str | None:
-    for name in ("SQLSANDBOX_BENCH_URL", "SQLSANDBOX_URL"):
-        if os.environ.get(name):
-            return os.environ[name]
-    if _answers("127.0.0.1", 5432):
-        return "postgresql://postgres@127.0.0.1:5432/postgres"
-    return None  # open_server(None): the embedded PostgreSQL
 
 
 def _alternate(a: Callable[[], object], b: Callable[[], object], runs: int) -> tuple[float, float]:
@@ -312,7 +295,7 @@ async def _requests(url: Any) -> dict[str, float]:
 
 
 def run(machine: dict[str, Any]) -> dict[str, Any]:
-    server: Server = open_server(_postgres_url())
+    server: Server = open_server(postgres_url())
     name = f"sqlsandbox_bench_{uuid.uuid4().hex[:12]}"
     server.create_database(name)
     machine.setdefault("database_server", f"PostgreSQL {server.version()}")
