@@ -177,6 +177,8 @@ class ScopeData:
         return owner, level
 
     def _end_level(self, node: pytest.Item | pytest.Collector) -> None:
+        if not any(level.node is node for level in self.levels):
+            return
         while self.levels:
             level = self.levels.pop()
             self.end_test_sessions(level.begun)
