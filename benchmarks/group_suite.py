@@ -29,9 +29,11 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 from sqlsandbox.servers import open_server
 
@@ -57,23 +59,24 @@ VARIANTS: dict[str, list[str]] = {
         "benchmarks.suite_plugins.pytest_postgresql",
     ],
 }
-_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected)")
 
 
 def _log(message: str) -> None:
     print(f"[bench] suite: {message}", file=sys.stderr, flush=True)
 
 
-def parse_summary(output: str) -> dict[str, int]:
-    """Return the counts of pytest's last summary line (``3 failed, 5 passed in 1.2s``)."""
-    for line in reversed(output.splitlines()):
-        if " in " in line and ("passed" in line or "failed" in line or "error" in line):
-            counts: dict[str, int] = {}
-            for number, word in _COUNT.findall(line):
-                key = "errors" if word.startswith("error") else word
-                counts[key] = counts.get(key, 0) + int(number)
-            return counts
-    return {}
+def junit_counts(path: Path) -> dict[str, int]:
+    """Return how many tests passed, failed (a failure or an error, in any phase) or skipped."""
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    for case in ElementTree.parse(path).getroot().iter("testcase"):
+        tags = {child.tag for child in case}
+        if tags & {"failure", "error"}:
+            counts["failed"] += 1
+        elif "skipped" in tags:
+            counts["skipped"] += 1
+        else:
+            counts["passed"] += 1
+    return counts
 
 
 def _env(server_url: str, *, extra_path: Path | None = None) -> dict[str, str]:
@@ -89,30 +92,38 @@ def _env(server_url: str, *, extra_path: Path | None = None) -> dict[str, str]:
     return env
 
 
-def run_variant(name: str, server_url: str) -> dict[str, Any]:
-    """Run the suite once as variant *name*; return wall seconds and counts."""
+def run_variant(name: str, server_url: str) -> dict[str, Any] | None:
+    """Run the suite once as variant *name*; return wall seconds and counts (None: it broke)."""
     extra = DEPS if name == "pytest_postgresql" else None
-    cmd = [sys.executable, "-m", "pytest", SUITE, *BASE, *VARIANTS[name]]
-    load = os.getloadavg()[0]
-    started = time.perf_counter()
-    result = subprocess.run(
-        cmd,
-        cwd=ROOT,
-        env=_env(server_url, extra_path=extra),
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
-    )
-    wall = time.perf_counter() - started
-    counts = parse_summary(result.stdout)
-    if not counts:
-        tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
-        raise RuntimeError(
-            f"variant {name} did not finish its run (exit {result.returncode}):\n{tail}"
+    with tempfile.TemporaryDirectory(prefix="sqlsandbox-bench-suite-") as tmp:
+        report = Path(tmp) / "junit.xml"
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            SUITE,
+            *BASE,
+            *VARIANTS[name],
+            f"--junitxml={report}",
+        ]
+        load = os.getloadavg()[0]
+        started = time.perf_counter()
+        result = subprocess.run(
+            cmd,
+            cwd=ROOT,
+            env=_env(server_url, extra_path=extra),
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            check=False,
         )
-    passed = counts.get("passed", 0)
-    failed = counts.get("failed", 0) + counts.get("errors", 0)
+        wall = time.perf_counter() - started
+        if not report.is_file():
+            tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
+            _log(f"{name} did not finish (exit {result.returncode}); left out:\n{tail}")
+            return None
+        counts = junit_counts(report)
+    passed, failed = counts["passed"], counts["failed"]
     _log(f"{name}: {wall:.1f} s, {passed} passed, {failed} failed (load average {load:.1f})")
     return {"wall_s": round(wall, 2), "passed": passed, "failed": failed}
 
@@ -182,12 +193,16 @@ def run(machine: dict[str, Any]) -> dict[str, Any]:
         samples: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
         for _ in range(runs):
             for name in names:
-                samples[name].append(run_variant(name, url))
+                measured = run_variant(name, url)
+                if measured is not None:
+                    samples[name].append(measured)
         _drop_leftovers(server)
     finally:
         server.close()
     variants = {}
     for name, results in samples.items():
+        if not results:
+            continue  # nothing is estimated: a variant that never finished is left out
         wall = statistics.median(r["wall_s"] for r in results)
         chosen = min(results, key=lambda r: abs(r["wall_s"] - wall))
         variants[name] = {

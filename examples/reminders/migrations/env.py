@@ -2,7 +2,8 @@
 
 The URL comes from whoever runs Alembic: ``config.attributes`` or the
 ``sqlalchemy.url`` option (set by sqlsandbox when it builds its template, or by
-a test that migrates its own database), else ``SYNC_DATABASE_URL``. Importing
+a test that migrates its own database), else ``SYNC_DATABASE_URL`` or
+``DATABASE_URL``. Importing
 ``reminders.models`` builds no engine, so migrating never touches the app's
 import-time engines.
 """
@@ -29,7 +30,8 @@ def _url() -> str:
     url = (
         config.attributes.get("sqlalchemy.url")
         or config.get_main_option("sqlalchemy.url")
-        or os.environ["SYNC_DATABASE_URL"]
+        or os.environ.get("SYNC_DATABASE_URL")
+        or os.environ["DATABASE_URL"]
     )
     # Whatever driver the caller named, migrations run on psycopg 3.
     return make_url(url).set(drivername="postgresql+psycopg").render_as_string(hide_password=False)

@@ -3,12 +3,11 @@
 Sequences are moved past the explicit ids (the next row of every table gets
 id 101), as a real seed script must. sqlsandbox runs :func:`load` once into
 the template (``seed = "reminders.seed:load"``); ``python -m reminders.seed``
-loads a development database from ``SYNC_DATABASE_URL``.
+loads a development database (the app's settings, or the URL given).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from datetime import UTC, datetime
 
@@ -153,4 +152,6 @@ def load(url: str) -> None:
 
 
 if __name__ == "__main__":
-    load(sys.argv[1] if len(sys.argv) > 1 else os.environ["SYNC_DATABASE_URL"])
+    from .settings import get_settings
+
+    load(sys.argv[1] if len(sys.argv) > 1 else get_settings().sync_database_url)
