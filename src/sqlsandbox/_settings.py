@@ -28,6 +28,7 @@ from ._exceptions import ConfigError
 from ._urls import mask_url
 
 __all__ = [
+    "DRIVERS",
     "ENV_PREFIX",
     "FLAG_PREFIX",
     "IMPORT_TARGET_RE",
@@ -42,6 +43,8 @@ __all__ = [
 
 ENV_PREFIX: Final = "SQLSANDBOX_"
 FLAG_PREFIX: Final = "--sqlsandbox-"
+#: Direct-driver routes the ``drivers`` setting may install (``sqlsandbox.<name>.install``).
+DRIVERS: Final = ("asyncpg", "psycopg", "sqlite")
 #: Placeholders a ``url_env`` template may use.
 URL_ENV_FIELDS: Final = ("url", "driver", "host", "port", "user", "password", "database")
 
@@ -410,6 +413,19 @@ class Settings:
         (),
         "SQLAlchemy engines (sync or async) of your app to route through the sandbox.",
         'engines = ["myapp.db:engine"]',
+    )
+    drivers: tuple[str, ...] = _key(
+        _List(
+            "driver names: " + ", ".join(repr(d) for d in DRIVERS),
+            re.compile("^(" + "|".join(DRIVERS) + ")$"),
+            "one of " + ", ".join(repr(d) for d in DRIVERS),
+        ),
+        (),
+        "Drivers your app calls directly (asyncpg.connect/create_pool, psycopg.connect and "
+        "psycopg_pool, sqlite3/aiosqlite.connect) to route through the sandbox, as "
+        "sqlsandbox.<driver>.install() does; psycopg covers its asyncio and pool APIs, "
+        "sqlite covers aiosqlite.",
+        'drivers = ["asyncpg"]',
     )
     isolation: str = _key(
         _Choice("transaction", "database", "none"),

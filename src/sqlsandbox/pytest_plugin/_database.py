@@ -20,6 +20,7 @@ progress in the terminal) and checks the budget; each worker makes its clone.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import sys
 import time
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 
-from .._exceptions import SandboxError
+from .._exceptions import ConfigError, SandboxError
 from .._settings import Settings
 from ._marks import SandboxSpec, sandbox_spec
 from ._options import get_settings
@@ -128,6 +129,8 @@ class WorkerDatabase:
         self.routed: list[Any] = []
         self._own: dict[bool, Any] = {}
         self._imported_engines = False
+        #: Modules (``sqlsandbox.asyncpg``...) whose routes ``drivers`` installed.
+        self._drivers: list[Any] = []
         #: During an isolation="database" test: its URL, and the engine pools to restore.
         self._test_url: DatabaseURL | None = None
         self._swapped: list[tuple[Any, Any, Any]] = []
@@ -242,6 +245,7 @@ class WorkerDatabase:
         try:
             self.open()
             self.route_configured_engines()
+            self.install_configured_drivers()
         except BaseException as exc:
             self.error = exc
             raise
@@ -256,6 +260,31 @@ class WorkerDatabase:
         self._imported_engines = True
         for spec in self.settings.engines:
             self.route(import_engine(spec))
+
+    def install_configured_drivers(self) -> None:
+        """Route the app's direct driver calls named in ``drivers`` through the sandbox.
+
+        The routes serve the worker's clone only (they match its database
+        name): under ``isolation="database"`` the app's connections to the
+        test's own clone pass through untouched, as plain connections.
+        """
+        if self._drivers or not self.settings.drivers:
+            return
+        assert self.sandbox is not None and self.server is not None
+        backend = self.url.backend
+        for name in self.settings.drivers:
+            wanted = "sqlite" if name == "sqlite" else "postgresql"
+            if backend != wanted:
+                origin = self.settings.origin
+                raise ConfigError(
+                    f"Setting 'drivers' names {name!r}, which needs a {wanted} server, but "
+                    f"sqlsandbox's server is {self.server.url.masked()} ({origin('url')}). "
+                    f"Remove {name!r} from 'drivers' ({origin('drivers')}) or "
+                    "point --sqlsandbox-url / SQLSANDBOX_URL at a matching server."
+                )
+            module = importlib.import_module(f"sqlsandbox.{name}")
+            module.install(self.sandbox)
+            self._drivers.append(module)
 
     def route(self, engine: Any) -> None:
         """Route *engine* (Engine or AsyncEngine) through this worker's sandbox."""
@@ -309,6 +338,10 @@ class WorkerDatabase:
                 getattr(engine, "sync_engine", engine).dispose()
         self.routed.clear()
         self._own.clear()
+        drivers, self._drivers = self._drivers, []
+        for module in drivers:
+            with contextlib.suppress(Exception):
+                module.uninstall(self.sandbox)
         if self.sandbox is not None:
             self.sandbox.close()
             self.sandbox = None
@@ -461,7 +494,7 @@ def stderr_report(config: pytest.Config) -> Callable[[str], None]:
 
 
 def _configured(settings: Settings) -> bool:
-    return bool(settings.migrate or settings.engines or settings.url_env)
+    return bool(settings.migrate or settings.engines or settings.drivers or settings.url_env)
 
 
 @contextlib.contextmanager
