@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 .PHONY: help install test lint pytest demo bench clean
 
 help:
-	@echo "make demo   run the example suite in parallel against an embedded PostgreSQL"
+	@echo "make demo   run the reference suite (examples/reminders) with -n auto on an embedded PostgreSQL"
 	@echo "make test   lint, type-check and run the project's own tests"
 	@echo "make bench  run the benchmarks (ONLY=server|sandbox|provision|suite)"
 
