@@ -24,6 +24,7 @@ it. ``SQLSANDBOX_BENCH_SUITE_RUNS=N`` runs every variant N times (medians);
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import statistics
@@ -33,7 +34,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree
 
 from sqlsandbox.servers import open_server
 
@@ -44,7 +44,9 @@ DEPS = ROOT / ".sqlsandbox" / "bench-deps" / "pytest_postgresql"
 PYTEST_POSTGRESQL = ("pytest-postgresql==10.0.0", "mirakuru==3.1.0", "port-for==1.1.1")
 RUN_TIMEOUT = 3600
 
-BASE = ["-p", "no:cacheprovider", "-q"]
+# Native tracebacks: pytest's own rendering parses source and can crash on the deep
+# exception groups a failing baseline produces (SystemError in ast.parse, then no summary).
+BASE = ["-p", "no:cacheprovider", "-q", "--tb=native"]
 VARIANTS: dict[str, list[str]] = {
     "sqlsandbox_tx_n0": [],
     "sqlsandbox_tx_n2": ["-n", "2"],
@@ -65,17 +67,15 @@ def _log(message: str) -> None:
     print(f"[bench] suite: {message}", file=sys.stderr, flush=True)
 
 
-def junit_counts(path: Path) -> dict[str, int]:
-    """Return how many tests passed, failed (a failure or an error, in any phase) or skipped."""
+def report_counts(path: Path) -> dict[str, int]:
+    """Return how many tests passed, failed (in any phase) or were skipped, from the report."""
+    outcomes: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        outcomes[record["nodeid"]] = record["outcome"]
     counts = {"passed": 0, "failed": 0, "skipped": 0}
-    for case in ElementTree.parse(path).getroot().iter("testcase"):
-        tags = {child.tag for child in case}
-        if tags & {"failure", "error"}:
-            counts["failed"] += 1
-        elif "skipped" in tags:
-            counts["skipped"] += 1
-        else:
-            counts["passed"] += 1
+    for outcome in outcomes.values():
+        counts[outcome] += 1
     return counts
 
 
@@ -96,7 +96,7 @@ def run_variant(name: str, server_url: str) -> dict[str, Any] | None:
     """Run the suite once as variant *name*; return wall seconds and counts (None: it broke)."""
     extra = DEPS if name == "pytest_postgresql" else None
     with tempfile.TemporaryDirectory(prefix="sqlsandbox-bench-suite-") as tmp:
-        report = Path(tmp) / "junit.xml"
+        report = Path(tmp) / "outcomes.jsonl"
         cmd = [
             sys.executable,
             "-m",
@@ -104,14 +104,15 @@ def run_variant(name: str, server_url: str) -> dict[str, Any] | None:
             SUITE,
             *BASE,
             *VARIANTS[name],
-            f"--junitxml={report}",
+            "-p",
+            "benchmarks.suite_plugins._report",
         ]
         load = os.getloadavg()[0]
         started = time.perf_counter()
         result = subprocess.run(
             cmd,
             cwd=ROOT,
-            env=_env(server_url, extra_path=extra),
+            env={**_env(server_url, extra_path=extra), "SQLSANDBOX_BENCH_REPORT": str(report)},
             capture_output=True,
             text=True,
             timeout=RUN_TIMEOUT,
@@ -122,7 +123,7 @@ def run_variant(name: str, server_url: str) -> dict[str, Any] | None:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
             _log(f"{name} did not finish (exit {result.returncode}); left out:\n{tail}")
             return None
-        counts = junit_counts(report)
+        counts = report_counts(report)
     passed, failed = counts["passed"], counts["failed"]
     _log(f"{name}: {wall:.1f} s, {passed} passed, {failed} failed (load average {load:.1f})")
     return {"wall_s": round(wall, 2), "passed": passed, "failed": failed}
