@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..ownership import AsyncSQLAdapter, SQLAdapter
 from ._direct import OwnerCheck, Route, Routes, control_verb, internal_caller, require_database
+from ._libpq import LibpqStatements
 
 if TYPE_CHECKING:
     from ..ownership import Lease, Sandbox
@@ -62,31 +63,14 @@ def database_of(conninfo: str, kwargs: dict[str, Any]) -> str | None:
 # -- ownership adapters and connectors ----------------------------------------------
 
 
-class PsycopgAdapter(SQLAdapter):
+class PsycopgAdapter(LibpqStatements, SQLAdapter):
     """A blocking psycopg connection in autocommit mode (the sandbox sends BEGIN)."""
 
     multi_statement = True
 
     def __init__(self, raw: Any) -> None:
         super().__init__(raw, kind=KIND, dialect="postgresql")
-        from psycopg import errors, pq
-
-        self._ok = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
-        self._error_from_result = errors.error_from_result
-
-    def execute(self, sql: str) -> None:
-        # libpq directly, under psycopg's lock: one round trip, no cursor machinery.
-        conn = self.raw
-        with conn.lock:
-            result = conn.pgconn.exec_(sql.encode())
-        if result.status not in self._ok:
-            raise self._error_from_result(result, encoding=conn.info.encoding)
-
-    def in_transaction(self) -> bool:
-        return bool(self.raw.pgconn.transaction_status != 0)
-
-    def is_broken(self) -> bool:
-        return bool(self.raw.closed or self.raw.broken)
+        self.use_libpq()
 
     def close(self) -> None:
         self.raw.close()

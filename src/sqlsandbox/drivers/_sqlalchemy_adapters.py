@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._exceptions import ConfigError
 from ..ownership import AsyncSQLAdapter, SQLAdapter, abort_transport, shutdown_socket
+from ._libpq import LibpqStatements
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import Dialect
@@ -84,7 +85,7 @@ class _SyncAdapter(_Settings, SQLAdapter):
             pass
 
 
-class PsycopgAdapter(_SyncAdapter):
+class PsycopgAdapter(LibpqStatements, _SyncAdapter):
     """psycopg 3, blocking."""
 
     multi_statement = True
@@ -95,24 +96,7 @@ class PsycopgAdapter(_SyncAdapter):
         if conn.pgconn.transaction_status != 0:  # not IDLE: the connect events left one open
             conn.rollback()
         conn.autocommit = True
-        from psycopg import errors, pq
-
-        self._ok = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)
-        self._error_from_result = errors.error_from_result
-
-    def execute(self, sql: str) -> None:
-        # libpq directly, under psycopg's lock: one round trip without the cursor machinery.
-        conn = self.raw
-        with conn.lock:
-            result = conn.pgconn.exec_(sql.encode())
-        if result.status not in self._ok:
-            raise self._error_from_result(result, encoding=conn.info.encoding)
-
-    def in_transaction(self) -> bool:
-        return bool(self.raw.pgconn.transaction_status != 0)
-
-    def is_broken(self) -> bool:
-        return bool(self.raw.closed or self.raw.broken)
+        self.use_libpq()
 
     def interrupt(self) -> None:
         _cancel_and_shut(self.raw.pgconn)
