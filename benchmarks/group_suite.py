@@ -43,6 +43,7 @@ DEPS = ROOT / ".sqlsandbox" / "bench-deps" / "pytest_postgresql"
 # Pinned so that the numbers can be reproduced; --no-deps: the rest is already installed.
 PYTEST_POSTGRESQL = ("pytest-postgresql==10.0.0", "mirakuru==3.1.0", "port-for==1.1.1")
 RUN_TIMEOUT = 3600
+FAILURES_SHOWN = 12
 
 # Native tracebacks: pytest's own rendering parses source and can crash on the deep
 # exception groups a failing baseline produces (SystemError in ast.parse, then no summary).
@@ -67,8 +68,8 @@ def _log(message: str) -> None:
     print(f"[bench] suite: {message}", file=sys.stderr, flush=True)
 
 
-def report_counts(path: Path) -> dict[str, int]:
-    """Return how many tests passed, failed (in any phase) or were skipped, from the report."""
+def report_counts(path: Path) -> tuple[dict[str, int], list[str]]:
+    """Return how many tests passed, failed (in any phase) or were skipped, and which failed."""
     outcomes: dict[str, str] = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
@@ -76,7 +77,7 @@ def report_counts(path: Path) -> dict[str, int]:
     counts = {"passed": 0, "failed": 0, "skipped": 0}
     for outcome in outcomes.values():
         counts[outcome] += 1
-    return counts
+    return counts, sorted(node for node, outcome in outcomes.items() if outcome == "failed")
 
 
 def _env(server_url: str, *, extra_path: Path | None = None) -> dict[str, str]:
@@ -123,9 +124,13 @@ def run_variant(name: str, server_url: str) -> dict[str, Any] | None:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
             _log(f"{name} did not finish (exit {result.returncode}); left out:\n{tail}")
             return None
-        counts = report_counts(report)
+        counts, failures = report_counts(report)
     passed, failed = counts["passed"], counts["failed"]
     _log(f"{name}: {wall:.1f} s, {passed} passed, {failed} failed (load average {load:.1f})")
+    for node in failures[:FAILURES_SHOWN]:
+        _log(f"  failed: {node}")
+    if len(failures) > FAILURES_SHOWN:
+        _log(f"  ... and {len(failures) - FAILURES_SHOWN} more")
     return {"wall_s": round(wall, 2), "passed": passed, "failed": failed}
 
 
