@@ -372,18 +372,19 @@ def test_url_env_table_form_and_dotenv(
             database = db_url.rsplit("/", 1)[1]
             assert os.environ["POSTGRES_DB"] == database
             assert os.environ["POSTGRES_SERVER"] == "127.0.0.1"
-            assert os.environ["POSTGRES_PORT"] == "5432"
+            assert os.environ["POSTGRES_PORT"] == "__PORT__"
             assert os.environ["POSTGRES_USER"] == "postgres"
             # The form written in .env (the psycopg driver) is kept.
             assert os.environ["DATABASE_URL"].startswith("postgresql+psycopg://postgres@127.0.0.1")
             assert os.environ["DATABASE_URL"].endswith("/" + database)
-        """,
+        """.replace("__PORT__", str(server_env.port)),
     )
     result = pytester.runpytest_subprocess()
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
         [
-            "sqlsandbox: DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/sqlsandbox_*",
+            "sqlsandbox: DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:"
+            f"{server_env.port}/sqlsandbox_*",
             "sqlsandbox: POSTGRES_SERVER=127.0.0.1",
         ]
     )
@@ -451,7 +452,9 @@ def test_xdist_controller_points_url_env_at_a_clone_of_its_own(
     controller = (pytester.path / "url-controller.txt").read_text()
     worker = (pytester.path / "url-gw0.txt").read_text()
     # Never the user's database (prod.invalid), never the template: a clone of its own.
-    assert controller.startswith("postgresql+psycopg://postgres@127.0.0.1:5432/sqlsandbox_")
+    assert controller.startswith(
+        f"postgresql+psycopg://postgres@127.0.0.1:{server_env.port}/sqlsandbox_"
+    )
     assert "_controller_" in controller
     assert "_worker_" in worker
     # And it is gone after the run.
