@@ -32,9 +32,20 @@ Keys (see ../shared/BENCHMARKS.md):
   ``cached_startup_plain_s`` is the same project with ``-p no:sqlsandbox``
   (interpreter, pytest, plugins, app import), run alternately with it;
   ``cached_startup_overhead_s`` the median of their differences: sqlsandbox's
-  share. ``cached_startup_load_average`` is the machine's 1-minute load
-  when the runs began (the numbers grow with it). The template stays on the
-  server afterwards, as after any real run.
+  share. Both have ``DATABASE_URL`` set to a ``postgresql+psycopg`` URL (the
+  app's own setting). ``cached_startup_load_average`` is the machine's
+  1-minute load when the runs began (the numbers grow with it). The template
+  stays on the server afterwards, as after any real run.
+
+- ``isolation_suite``: the same project with 100 tests (each inserts a user
+  and an address through the app's engine, commits, and counts), run with
+  ``-n 2`` under transaction isolation and under ``isolation = "database"``
+  (a fresh clone per test), alternately, 3 times each after a warm-up; wall
+  seconds from starting pytest to its exit, medians, and their ratio
+  (``database_n2_s / transaction_n2_s``). Measured on the embedded
+  PostgreSQL (``embedded``: tuned for tests, fsync off; the ``suite``
+  group's server) and on the provision server (``provision_server``, when
+  one is configured or answers on 5432). ``load_average`` as above.
 """
 
 from __future__ import annotations
@@ -50,6 +61,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from sqlsandbox import SandboxError
 from sqlsandbox.provision import Provisioner, Registry, TemplateSpec, parse_name
 from sqlsandbox.servers import Server, open_server
 
@@ -103,6 +115,28 @@ import app
 def test_first():
     # The stamp is written before this runs; with sqlsandbox the database is open by now.
     assert app.engine.url.database
+"""
+
+
+SUITE_RUNS = 3
+_SUITE_TESTS = """
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+import app
+from models import Address, User
+
+
+@pytest.mark.parametrize("n", range(100))
+def test_user_with_address(n):
+    with Session(app.engine) as session:
+        user = User(email=f"user{n}@example.com", name=f"User {n}")
+        session.add(user)
+        session.flush()
+        session.add(Address(user_id=user.id, line1="1 Main", city="X", postcode="1", country="NL"))
+        session.commit()
+        assert session.scalar(select(func.count()).select_from(User)) == 1
 """
 
 
@@ -312,11 +346,16 @@ def cached_startup(url: str | None) -> dict[str, Any]:
     }
     if url is not None:
         env["SQLSANDBOX_URL"] = url
+    # Both runs see the app's own setting, as on a developer's machine: the
+    # plain run uses it, sqlsandbox points it at the worker's clone, keeping
+    # its driver (without it, the URL would name SQLAlchemy's default driver,
+    # psycopg2, and the sqlsandbox run would import a driver the plain run does not).
+    env["DATABASE_URL"] = "postgresql+psycopg://localhost/unused"
     with tempfile.TemporaryDirectory(prefix="sqlsandbox-bench-startup-") as name:
         directory = Path(name)
         _startup_project(directory)
         _start_to_first_test(directory, env)  # builds the template, or finds it
-        plain_env = {**env, "DATABASE_URL": "postgresql+psycopg://localhost/unused"}
+        plain_env = env
         load = os.getloadavg()[0]
         samples: list[float] = []
         plain: list[float] = []
@@ -331,6 +370,75 @@ def cached_startup(url: str | None) -> dict[str, Any]:
             statistics.median(a - b for a, b in zip(samples, plain, strict=True)), 3
         ),
         "cached_startup_load_average": round(load, 2),
+    }
+
+
+def _suite_wall(directory: Path, env: dict[str, str], *args: str) -> float:
+    """Run the suite in *directory* with ``-n 2``; return its wall seconds (all must pass)."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "2", *args],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0 or "100 passed" not in done.stdout:
+        raise RuntimeError(f"the isolation suite failed:\n{done.stdout}\n{done.stderr}")
+    return elapsed
+
+
+def isolation_suite(url: str | None) -> dict[str, Any]:
+    """Measure the 100-test suite under -n 2 with transaction and with database isolation.
+
+    On the server at *url* (None: the embedded PostgreSQL, started here and
+    shared by the runs, as the ``suite`` group does).
+    """
+    if url is None:
+        embedded = open_server(None)
+        try:
+            measured = isolation_suite(embedded.url.render())
+            measured["server"] = f"embedded PostgreSQL {embedded.version()}"
+            return measured
+        finally:
+            embedded.close()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PYTEST_", "SQLSANDBOX_"))
+        and k not in ("DATABASE_URL", "PYTHONDONTWRITEBYTECODE")
+    }
+    if url is not None:
+        env["SQLSANDBOX_URL"] = url
+    env["DATABASE_URL"] = "postgresql+psycopg://localhost/unused"
+    with tempfile.TemporaryDirectory(prefix="sqlsandbox-bench-isolation-") as name:
+        directory = Path(name)
+        _startup_project(directory)
+        (directory / "test_startup.py").unlink()
+        (directory / "conftest.py").write_text("import app  # noqa: F401\n")
+        (directory / "test_suite.py").write_text(_SUITE_TESTS)
+        database = ("--sqlsandbox-isolation", "database")
+        _suite_wall(directory, env)  # builds the template, or finds it
+        load = os.getloadavg()[0]
+        transaction: list[float] = []
+        fresh: list[float] = []
+        for _ in range(SUITE_RUNS):
+            transaction.append(_suite_wall(directory, env))
+            fresh.append(_suite_wall(directory, env, *database))
+    tx, db = statistics.median(transaction), statistics.median(fresh)
+    return {
+        "server": url or "",
+        "transaction_n2_s": round(tx, 3),
+        "database_n2_s": round(db, 3),
+        "ratio": round(db / tx, 2),
+        "runs": {
+            "transaction_n2_s": [round(x, 3) for x in transaction],
+            "database_n2_s": [round(x, 3) for x in fresh],
+        },
+        "load_average": round(load, 2),
     }
 
 
@@ -366,6 +474,17 @@ def run(machine: dict[str, Any]) -> dict[str, Any]:
 
     # Last on PostgreSQL: the pytest runs leave their template cached on the server.
     results.update(cached_startup(postgres_url()))
+    # The embedded server (tuned for tests, the suite group's) and the provision server.
+    suites: dict[str, Any] = {}
+    try:
+        suites["embedded"] = isolation_suite(None)
+    except SandboxError as exc:  # no embedded PostgreSQL here: left out, never estimated
+        print(f"[bench] provision: no embedded PostgreSQL ({exc})", file=sys.stderr)
+    if postgres_url() is not None:
+        own = isolation_suite(postgres_url())
+        own["server"] = machine["provision_server"]
+        suites["provision_server"] = own
+    results["isolation_suite"] = {"tests": 100, **suites}
 
     by_backend: dict[str, Any] = {}
     if answers("127.0.0.1", 3306):

@@ -13,13 +13,18 @@ Keys (see ../shared/BENCHMARKS.md):
   ROLLBACK). Samples of both sides alternate so drift cancels; medians of
   2000 after a warm-up.
   The sandbox runs with its defaults: sequence restore and session reset on.
+  The floor is measured with them (``floor_ms`` on stderr: ``BEGIN``, the
+  query and ``ROLLBACK`` sent straight through libpq on the plain connection,
+  minus the query), so a run on a busy machine can be read against it.
 - ``routed_session_overhead_ratio``: a request of 5 queries and a commit
   through an ``AsyncSession`` on a routed asyncpg engine inside a checked-out
   test, over the same request on a plain engine (same pool settings): the app's
   BEGIN/COMMIT become SAVEPOINT/RELEASE, so the round trips are the same and
   the ratio is the Python overhead of routing.
 
-Details on stderr (not keys): what sequence restore and session reset cost a
+Details on stderr (not keys): the load average before and after the group
+(``load_before``, ``load_after``; the machine may be shared), the floor, and
+what sequence restore and session reset cost a
 test, measured by alternating four sandboxes that differ only in those two
 switches, on the empty database and on one with 30 serial tables, for a test
 that runs ``SELECT 1`` and for one that inserts a row (``reset_*`` values, ms
@@ -31,6 +36,7 @@ Run alone with ``make bench ONLY=sandbox``; details go to stderr.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -205,8 +211,19 @@ def _overhead(url: Any) -> dict[str, float]:
     def plain_query() -> None:
         plain.execute(select_one).fetchone()
 
+    def floor() -> None:
+        plain.pgconn.exec_(b"BEGIN")
+        plain.execute(select_one).fetchone()
+        plain.pgconn.exec_(b"ROLLBACK")
+
     try:
-        test_ms, query_ms = _alternate(per_test, plain_query, OVERHEAD_RUNS)
+        fns: dict[str, Callable[[], object]] = {
+            "test": per_test,
+            "query": plain_query,
+            "floor": floor,
+        }
+        ms = _alternate_many(fns, OVERHEAD_RUNS)
+        test_ms, query_ms = ms["test"], ms["query"]
 
         def lazy_test() -> None:
             owner = sandbox.checkout(lazy=True)
@@ -228,6 +245,7 @@ def _overhead(url: Any) -> dict[str, float]:
     return {
         "test_ms": test_ms,
         "query_ms": query_ms,
+        "floor_ms": ms["floor"] - query_ms,
         "lazy_engine_test_ms": lazy_ms,
         "plain_engine_query_ms": engine_query_ms,
     }
@@ -295,6 +313,7 @@ async def _requests(url: Any) -> dict[str, float]:
 
 
 def run(machine: dict[str, Any]) -> dict[str, Any]:
+    load_before = os.getloadavg()[0]
     server: Server = open_server(postgres_url())
     name = f"sqlsandbox_bench_{uuid.uuid4().hex[:12]}"
     server.create_database(name)
@@ -307,7 +326,13 @@ def run(machine: dict[str, Any]) -> dict[str, Any]:
     finally:
         server.drop_database(name)
         server.close()
-    details = {**overhead, **requests, **resets}
+    details = {
+        **overhead,
+        **requests,
+        **resets,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+    }
     print(
         "[bench] sandbox details: " + ", ".join(f"{k}={v:.3f}" for k, v in sorted(details.items())),
         file=sys.stderr,

@@ -204,13 +204,7 @@ def _group(links: list[CodeLink]) -> dict[str, list[CodeLink]]:
 
 
 #: Docs links printed by code that do not resolve yet, and why (reported to the lead).
-KNOWN_BROKEN_CODE_LINKS: dict[str, str] = {
-    "drivers#ownership": (
-        "src/sqlsandbox/drivers/_direct.py prints DRIVERS_PAGE#ownership; docs/drivers.md "
-        "has no 'Ownership' heading (the topic is a bullet of 'What every driver does the "
-        "same way'): add the heading in drivers.md or point the code at an existing one"
-    ),
-}
+KNOWN_BROKEN_CODE_LINKS: dict[str, str] = {}
 
 _CODE_LINKS, _UNRESOLVED = code_links()
 _CODE_LINK_GROUPS = _group(_CODE_LINKS)
@@ -297,15 +291,7 @@ def named_fixes() -> dict[str, list[str]]:
 
 
 #: Fixes messages name that do not exist yet, and why (reported to the lead).
-KNOWN_MISSING_FIXES: dict[str, str] = {
-    "setting:isolation_level": (
-        "ownership/_adapter.py: means the isolation_level argument of Sandbox()/checkout(), "
-        "but says 'setting'"
-    ),
-    "setting:queue_timeout": (
-        "ownership/_connection.py: Sandbox(queue_timeout=...) has no setting"
-    ),
-}
+KNOWN_MISSING_FIXES: dict[str, str] = {}
 
 _FIXES = named_fixes()
 

@@ -44,7 +44,7 @@ __all__ = [
 ENV_PREFIX: Final = "SQLSANDBOX_"
 FLAG_PREFIX: Final = "--sqlsandbox-"
 #: Direct-driver routes the ``drivers`` setting may install (``sqlsandbox.<name>.install``).
-DRIVERS: Final = ("asyncpg", "psycopg", "sqlite")
+DRIVERS: Final = ("asyncpg", "psycopg", "sqlite", "mysql")
 #: Placeholders a ``url_env`` template may use.
 URL_ENV_FIELDS: Final = ("url", "driver", "host", "port", "user", "password", "database")
 
@@ -422,9 +422,9 @@ class Settings:
         ),
         (),
         "Drivers your app calls directly (asyncpg.connect/create_pool, psycopg.connect and "
-        "psycopg_pool, sqlite3/aiosqlite.connect) to route through the sandbox, as "
-        "sqlsandbox.<driver>.install() does; psycopg covers its asyncio and pool APIs, "
-        "sqlite covers aiosqlite.",
+        "psycopg_pool, sqlite3/aiosqlite.connect, pymysql/aiomysql.connect) to route through "
+        "the sandbox, as sqlsandbox.<driver>.install() does; psycopg covers its asyncio and "
+        "pool APIs, sqlite covers aiosqlite, mysql covers PyMySQL and aiomysql.",
         'drivers = ["asyncpg"]',
     )
     isolation: str = _key(

@@ -136,20 +136,23 @@ class Backend:
         self.plain("DELETE FROM items WHERE name LIKE %s", (tag + "%",))
 
 
+def execute_raw(raw: Any, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run *sql* on a driver connection of any backend here; return its rows."""
+    if isinstance(raw, sqlite3.Connection):
+        return raw.execute(sql.replace("%s", "?"), params).fetchall()
+    if isinstance(raw, psycopg.Connection):
+        cur = raw.execute(sql, params)  # type: ignore[arg-type]
+        return cur.fetchall() if cur.description else []
+    with raw.cursor() as cur:
+        cur.execute(sql, params)
+        return list(cur.fetchall())
+
+
 def run(lease: Lease, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     """Run one statement on a lease the way a driver does: in a turn, checked."""
     lease.enter()
     try:
-        raw = lease.raw
-        if isinstance(raw, sqlite3.Connection):
-            rows = raw.execute(sql.replace("%s", "?"), params).fetchall()
-        elif isinstance(raw, psycopg.Connection):
-            cur = raw.execute(sql, params)  # type: ignore[arg-type]
-            rows = cur.fetchall() if cur.description else []
-        else:
-            with raw.cursor() as cur:
-                cur.execute(sql, params)
-                rows = list(cur.fetchall())
+        rows = execute_raw(lease.raw, sql, params)
     except BaseException as exc:
         lease.exit_with(exc)
         raise

@@ -22,7 +22,7 @@ from sqlsandbox._urls import DatabaseURL
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = "examples/real_patterns"
-TESTS = 20
+TESTS = 24
 # The app's settings by parts: never taken from the outer environment.
 _APP_SETTINGS = ("POSTGRES_", "DATABASE_URL", "FIRST_SUPERUSER")
 

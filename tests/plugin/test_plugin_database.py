@@ -476,7 +476,7 @@ def test_budget_settings_reach_the_check(
     )
     result = pytester.runpytest_subprocess("-p", "no:randomly")
     assert result.ret == pytest.ExitCode.INTERRUPTED or result.ret == pytest.ExitCode.TESTS_FAILED
-    assert "need 1 x 100002" in result.stdout.str() + result.stderr.str()
+    assert "need 1 x 100005" in result.stdout.str() + result.stderr.str()
 
 
 def test_setup_empty_builds_no_schema(

@@ -231,13 +231,13 @@ def test_without_the_setting_commits_leak_into_the_next_test(
 def test_a_bad_driver_name_stops_the_run(
     pytester: pytest.Pytester, make_project: MakeProject
 ) -> None:
-    make_project('drivers = ["asyncpg", "mysql"]\n', test_x="def test_x():\n    pass\n")
+    make_project('drivers = ["asyncpg", "oracle"]\n', test_x="def test_x():\n    pass\n")
     result = pytester.runpytest_subprocess()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     stderr = result.stderr.str()
     assert "ERROR: sqlsandbox: Invalid value for setting 'drivers' from [tool.sqlsandbox]" in stderr
-    assert "Allowed: a list of driver names: 'asyncpg', 'psycopg', 'sqlite'" in stderr
-    assert "'mysql' is not one of 'asyncpg', 'psycopg', 'sqlite'" in stderr
+    assert "Allowed: a list of driver names: 'asyncpg', 'psycopg', 'sqlite', 'mysql'" in stderr
+    assert "'oracle' is not one of 'asyncpg', 'psycopg', 'sqlite', 'mysql'" in stderr
 
 
 @pytest.mark.parametrize("source", ["env", "flag"])

@@ -59,14 +59,14 @@ def test_marks_merge_closest_wins_and_settings_fill_the_rest(
         test_marks="""
         import pytest
 
-        pytestmark = pytest.mark.sandbox(isolation="database", seed="app.seed:run")
+        pytestmark = pytest.mark.sandbox(mode="shared", seed="app.seed:run")
 
         def test_module_level():
             pass
 
-        @pytest.mark.sandbox(template="schema")
+        @pytest.mark.sandbox(template="schema+data")
         class TestClass:
-            @pytest.mark.sandbox(isolation="none", mode="shared")
+            @pytest.mark.sandbox(isolation="database", mode="manual")
             def test_method(self):
                 pass
 
@@ -77,11 +77,12 @@ def test_marks_merge_closest_wins_and_settings_fill_the_rest(
     )
     result = pytester.runpytest("-s", "-p", "no:randomly")
     result.assert_outcomes(passed=4)
+    # A seed (or template) implies isolation="database".
     result.stdout.fnmatch_lines_random(
         [
-            "SPEC test_module_level database auto None app.seed:run",
-            "SPEC test_method none shared schema app.seed:run",
-            "SPEC test_class_level database auto schema app.seed:run",
+            "SPEC test_module_level database shared None app.seed:run",
+            "SPEC test_method database manual schema+data app.seed:run",
+            "SPEC test_class_level database shared schema+data app.seed:run",
             "SPEC test_plain transaction auto None None",
         ]
     )

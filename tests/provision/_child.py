@@ -1,6 +1,7 @@
 """A separate process using a provisioner, driven by the tests through argv and stdin.
 
 Usage: python _child.py COMMAND SERVER_URL REGISTRY CACHE_DIR ROOT MIGRATE
+(``ISOLATED_BUILDS=1`` in the environment: migrations run in a process of their own)
 
 COMMAND ``build`` builds (or reuses) the template and prints ``template NAME``.
 COMMAND ``leak`` takes a template, two test clones and a worker clone, prints
@@ -34,6 +35,7 @@ def main() -> int:
         cache_dir=Path(cache_dir),
         on_progress=lambda m: say(f"progress {m}"),
         warm={},
+        isolated_builds=bool(os.environ.get("ISOLATED_BUILDS")),
     )
     spec = TemplateSpec(migrate=migrate, root=Path(root))
     if command == "build":

@@ -147,17 +147,17 @@ def test_budget_too_small_for_the_workers_says_what_to_change(server: Server) ->
 def test_connection_budget_names_the_numbers_and_the_fixes(server: Server, backend: str) -> None:
     limit = server.max_connections()
     plan = Budget(workers=2).check(server, in_use=10)
-    assert plan.connections_needed == 12
+    assert plan.connections_needed == 18
     if backend == "sqlite":
         return  # no connection limit to exceed
-    workers = limit // 6 + 1
-    fits = (limit - 5 - 10) // 6
+    workers = limit // 9 + 1
+    fits = (limit - 5 - 10) // 9
     with pytest.raises(
         ProvisioningError,
         match=rf"Not enough connections on .* for {workers} worker\(s\): the server allows "
         rf"{limit} \(max_connections\), 10 are in use and 5 are kept in reserve, which leaves "
-        rf"{limit - 15}; {workers} workers need {workers} x 6 = {workers * 6} \(4 for the "
-        rf"app, 2 for sqlsandbox\)\. Run fewer workers \(-n {fits} fits\), lower "
+        rf"{limit - 15}; {workers} workers need {workers} x 9 = {workers * 9} \(4 for the "
+        rf"app, 5 for sqlsandbox\)\. Run fewer workers \(-n {fits} fits\), lower "
         r"--sqlsandbox-connections-per-worker",
     ):
         Budget(workers=workers).check(server, in_use=10)

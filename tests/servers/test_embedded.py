@@ -25,7 +25,7 @@ import pytest
 
 from sqlsandbox import ProvisioningError
 from sqlsandbox.cli import main
-from sqlsandbox.servers import _embedded, _pg_binaries
+from sqlsandbox.servers import _embedded_processes, _pg_binaries
 from sqlsandbox.servers._embedded import (
     KEEP_SERVER_ENV,
     SERVER_USER,
@@ -197,7 +197,7 @@ def test_killed_postmaster_is_detected_and_restarted_on_the_same_port(
     old_pid = warm.status().pid
     assert old_pid is not None
     os.kill(old_pid, signal.SIGKILL)
-    assert _embedded._wait_exit([old_pid], 30) == []
+    assert _embedded_processes.wait_exit([old_pid], 30) == []
     assert (warm.data_dir / "postmaster.pid").exists(), "kill -9 leaves postmaster.pid behind"
     assert not warm.status().running
 
@@ -217,7 +217,7 @@ def test_restart_moves_to_another_port_when_the_old_one_is_taken(
     old_pid = warm.status().pid
     assert old_pid is not None and old.port is not None
     os.kill(old_pid, signal.SIGKILL)
-    assert _embedded._wait_exit([old_pid], 30) == []
+    assert _embedded_processes.wait_exit([old_pid], 30) == []
     with socket.socket() as squatter:
         # Like the server's own socket: closed connections in TIME_WAIT do not block.
         squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -241,7 +241,7 @@ def test_hung_postmaster_is_killed_and_replaced(warm: EmbeddedPostgres) -> None:
     finally:
         if psutil.pid_exists(old_pid):
             os.kill(old_pid, signal.SIGCONT)
-    assert not _embedded._alive(old_pid)
+    assert not _embedded_processes.alive(old_pid)
     assert warm.status().pid != old_pid
     assert _query(url, "SELECT 1") == 1
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from reminders.events import Event
 from reminders.security import create_access_token
 
@@ -31,12 +30,3 @@ def named(name: str) -> Callable[[Any], bool]:
 def ids(page: dict[str, Any]) -> list[int]:
     """Return the ids of a page of reminders, in order."""
     return [item["id"] for item in page["items"]]
-
-
-#: For tests whose concurrent transactions must stay independent: one request
-#: rolls back (a unique violation, or a read-only session closing) while
-#: another one, or a background task, commits. Under transaction isolation
-#: they all share the test's transaction and nest in the order they began, so
-#: such a rollback would undo the other's work (see docs/ownership.md); a
-#: database of the test's own gives every session a real transaction.
-INDEPENDENT_TRANSACTIONS = pytest.mark.sandbox(isolation="database")

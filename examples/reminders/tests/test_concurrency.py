@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from helpers import ALICE, BOB, HOME, INDEPENDENT_TRANSACTIONS, WORK, bearer, ids, named
+from helpers import ALICE, BOB, HOME, WORK, bearer, ids, named
 from httpx import AsyncClient
 from reminders.events import bus
 from reminders.models import Reminder, Tag, User
@@ -83,7 +83,6 @@ async def test_ten_concurrent_creates_share_one_new_tag(
     assert tagged["total"] == 10
 
 
-@INDEPENDENT_TRANSACTIONS
 async def test_ten_concurrent_signups_with_one_email(
     client: AsyncClient, async_db_session: AsyncSession
 ) -> None:
@@ -96,7 +95,6 @@ async def test_ten_concurrent_signups_with_one_email(
     assert count == 1
 
 
-@INDEPENDENT_TRANSACTIONS
 @pytest.mark.parametrize("same_name", [True, False])
 async def test_ten_concurrent_list_creations(
     client: AsyncClient, bob_headers: dict[str, str], same_name: bool
@@ -131,7 +129,6 @@ async def test_two_users_writing_at_once_stay_apart(client: AsyncClient) -> None
     assert not set(ids(mine)) & set(ids(theirs))
 
 
-@INDEPENDENT_TRANSACTIONS
 async def test_reads_and_writes_interleaved(
     client: AsyncClient, alice_headers: dict[str, str]
 ) -> None:
@@ -151,7 +148,6 @@ async def test_reads_and_writes_interleaved(
     assert final["total"] == 9
 
 
-@INDEPENDENT_TRANSACTIONS
 async def test_concurrent_tagging_of_one_reminder(
     client: AsyncClient, alice_headers: dict[str, str]
 ) -> None:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from helpers import ALICE, INDEPENDENT_TRANSACTIONS, named
+from helpers import ALICE, named
 from httpx import AsyncClient
 from reminders.events import Event, EventBus, bus
 
@@ -317,7 +317,6 @@ async def test_the_audit_subscriber_records_events(
     assert trail[0]["actor_id"] == ALICE
 
 
-@INDEPENDENT_TRANSACTIONS
 async def test_audit_filters(client: AsyncClient, alice_headers: dict[str, str]) -> None:
     await client.post("/reminders/1/complete", headers=alice_headers)
     await client.post("/reminders/2/complete", headers=alice_headers)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import ALICE, BOB, FIRST_NEW_ID, HOME, INDEPENDENT_TRANSACTIONS, WORK, bearer, named
+from helpers import ALICE, BOB, FIRST_NEW_ID, HOME, WORK, bearer, named
 from httpx import AsyncClient
 from reminders.events import bus
 from reminders.models import Reminder, ReminderList, Tag, User
@@ -202,7 +202,6 @@ async def test_deleting_a_user_deletes_their_lists(
 # -- completing a whole list in a background task ----------------------------------
 
 
-@INDEPENDENT_TRANSACTIONS
 async def test_complete_all_runs_after_the_response(
     client: AsyncClient, async_db_session: AsyncSession, alice_headers: dict[str, str]
 ) -> None:
@@ -228,7 +227,6 @@ async def test_complete_all_publishes_one_event_per_reminder(
     assert all(event.actor_id == ALICE for event in completed)
 
 
-@INDEPENDENT_TRANSACTIONS
 async def test_complete_all_is_audited(client: AsyncClient, alice_headers: dict[str, str]) -> None:
     await client.post(f"/lists/{HOME}/complete-all", headers=alice_headers)
     await bus.drain()
@@ -236,7 +234,6 @@ async def test_complete_all_is_audited(client: AsyncClient, alice_headers: dict[
     assert sorted(row["entity_id"] for row in trail) == [1, 2, 4]
 
 
-@INDEPENDENT_TRANSACTIONS
 async def test_complete_all_on_a_finished_list_does_nothing(
     client: AsyncClient, alice_headers: dict[str, str], events: sqlsandbox.Probe
 ) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import ALICE, FIRST_NEW_ID, HOME, INDEPENDENT_TRANSACTIONS, WORK, named
+from helpers import ALICE, FIRST_NEW_ID, HOME, WORK, named
 from httpx import AsyncClient
 from reminders.events import bus
 from reminders.models import Reminder, Tag, reminder_tags
@@ -356,7 +356,6 @@ async def test_writes_publish_events(
         assert event.actor_id == ALICE
 
 
-@INDEPENDENT_TRANSACTIONS
 @pytest.mark.parametrize(
     ("method", "path", "body", "action", "entity_id"),
     [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import ALICE, BOB, HOME, INDEPENDENT_TRANSACTIONS, bearer, ids
+from helpers import ALICE, BOB, HOME, bearer, ids
 from reminders.events import bus
 
 
@@ -177,7 +177,6 @@ def test_events_reach_the_audit_trail(sync_client: TestClient) -> None:
     assert [(row["action"], row["details"]["name"]) for row in trail] == [("tag.created", "budget")]
 
 
-@INDEPENDENT_TRANSACTIONS
 def test_background_task_through_testclient(sync_client: TestClient) -> None:
     response = sync_client.post("/lists/2/complete-all", headers=bearer(BOB))
     assert response.json() == {"list_id": 2, "open": 1}

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..ownership import AsyncSQLAdapter
-from ._direct import OwnerCheck, internal_caller
+from ._direct import Opening, OwnerCheck, Proxy, internal_caller
 from ._sqlite import ROUTES, control_of, implicit_begin, path_of, server_kwargs, split_script
 
 if TYPE_CHECKING:
@@ -78,29 +78,21 @@ class AiosqliteConnector:
         return AiosqliteAdapter(raw)
 
 
-class _Result:
+def _result(coro: Coroutine[Any, Any, Any]) -> Opening:
     """What aiosqlite's methods return: awaitable, or usable with ``async with``."""
-
-    __slots__ = ("_coro", "_obj")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any]) -> None:
-        self._coro = coro
-        self._obj: Any = None
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self._coro.__await__()
-
-    async def __aenter__(self) -> Any:
-        self._obj = await self._coro
-        return self._obj
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        close = getattr(self._obj, "close", None)
-        if isinstance(self._obj, AsyncSandboxCursor) and close is not None:
-            await close()
+    return Opening(coro, _close_cursor)
 
 
-class AsyncSandboxConnection:
+async def _close_cursor(obj: Any, failed: bool) -> None:
+    if isinstance(obj, AsyncSandboxCursor):
+        await obj.close()
+
+
+async def _close(conn: Any, failed: bool) -> None:
+    await conn.close()
+
+
+class AsyncSandboxConnection(Proxy):
     """An owner's aiosqlite connection as one ``aiosqlite.connect()`` of the app sees it."""
 
     __slots__ = (
@@ -132,17 +124,12 @@ class AsyncSandboxConnection:
     def __repr__(self) -> str:
         return f"<sqlsandbox aiosqlite connection of owner {self._lease.owner_name!r}>"
 
-    async def _denied(self) -> None:
-        if self._closed:
-            raise ValueError("Connection closed")
-        sandbox = self._route.sandbox
-        if sandbox.current_owner() is None:
-            await sandbox.alease(self._connector)  # raises the sandbox's own error
-        raise self._check.error(self._lease)
+    def _closed_error(self) -> Exception:
+        return ValueError("Connection closed")
 
     async def _run(self, fn: Callable[..., Any], sql: Any, args: tuple[Any, ...]) -> Any:
         if self._closed or not self._check.ok():
-            await self._denied()
+            await self._adenied()
         lease = self._lease
         if type(sql) is str:
             verb = control_of(sql)
@@ -152,20 +139,13 @@ class AsyncSandboxConnection:
             if self.isolation_level is not None and not lease.in_transaction:
                 if implicit_begin(sql):
                     await lease.abegin()
-        if not lease.enter_nowait():
-            await lease.aenter()
-        try:
+        async with lease.statement(sql):
             raw = self._raw
             if raw.row_factory is not self.row_factory:
                 raw.row_factory = self.row_factory
             if raw.text_factory is not self.text_factory:
                 raw.text_factory = self.text_factory
-            result = await fn(*args)
-        except BaseException as exc:
-            lease.exit_with(exc)
-            raise
-        lease.exit(check=True)
-        return result
+            return await fn(*args)
 
     async def _control(self, verb: str) -> None:
         lease = self._lease
@@ -180,24 +160,24 @@ class AsyncSandboxConnection:
 
     async def _cursor(self) -> AsyncSandboxCursor:
         if self._closed:
-            raise ValueError("Connection closed")
+            raise self._closed_error()
         cursor = await self._raw.cursor()
         cursor.row_factory = self.row_factory
         return AsyncSandboxCursor(self, cursor)
 
     # -- the aiosqlite.Connection interface ----------------------------------------------
 
-    def cursor(self) -> _Result:
-        return _Result(self._cursor())
+    def cursor(self) -> Opening:
+        return _result(self._cursor())
 
-    def execute(self, sql: str, parameters: Any = None) -> _Result:
-        return _Result(self._execute("execute", sql, parameters))
+    def execute(self, sql: str, parameters: Any = None) -> Opening:
+        return _result(self._execute("execute", sql, parameters))
 
-    def executemany(self, sql: str, parameters: Any) -> _Result:
-        return _Result(self._execute("executemany", sql, parameters))
+    def executemany(self, sql: str, parameters: Any) -> Opening:
+        return _result(self._execute("executemany", sql, parameters))
 
-    def executescript(self, script: str) -> _Result:
-        return _Result(self._execute("executescript", script, None))
+    def executescript(self, script: str) -> Opening:
+        return _result(self._execute("executescript", script, None))
 
     async def _execute(self, method: str, sql: str, parameters: Any) -> AsyncSandboxCursor:
         cursor = await self._cursor()
@@ -207,7 +187,7 @@ class AsyncSandboxConnection:
             await getattr(cursor, method)(sql, parameters)
         return cursor
 
-    def execute_fetchall(self, sql: str, parameters: Any = None) -> _Result:
+    def execute_fetchall(self, sql: str, parameters: Any = None) -> Opening:
         async def run() -> Any:
             cursor = await self._execute("execute", sql, parameters)
             try:
@@ -215,7 +195,7 @@ class AsyncSandboxConnection:
             finally:
                 await cursor.close()
 
-        return _Result(run())
+        return _result(run())
 
     async def execute_insert(self, sql: str, parameters: Any = None) -> Any:
         cursor = await self._execute("execute", sql, parameters)
@@ -227,12 +207,12 @@ class AsyncSandboxConnection:
 
     async def commit(self) -> None:
         if self._closed or not self._check.ok():
-            await self._denied()
+            await self._adenied()
         await self._lease.acommit()
 
     async def rollback(self) -> None:
         if self._closed or not self._check.ok():
-            await self._denied()
+            await self._adenied()
         await self._lease.arollback()
 
     @property
@@ -315,33 +295,12 @@ class AsyncSandboxCursor:
         setattr(self._cursor, name, value)
 
 
-class _Pending:
-    """What ``aiosqlite.connect()`` returns for the routed file: await it or ``async with``."""
-
-    __slots__ = ("_conn", "_database", "_kwargs", "_route")
-
-    def __init__(self, route: Route, database: Any, kwargs: dict[str, Any]) -> None:
-        self._route = route
-        self._database = database
-        self._kwargs = kwargs
-        self._conn: Any = None
-
-    async def _connect(self) -> Any:
-        connector = AiosqliteConnector(self._database, self._kwargs)
-        lease = await self._route.sandbox.alease(connector)
-        if lease is None:  # auto mode or unboxed: a plain connection, as the app asked
-            return await _ORIGINAL["connect"](self._database, **self._kwargs)
-        return AsyncSandboxConnection(lease, self._route, connector, self._kwargs)
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self._connect().__await__()
-
-    async def __aenter__(self) -> Any:
-        self._conn = await self._connect()
-        return self._conn
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self._conn.close()
+async def _connect_routed(route: Route, database: Any, kwargs: dict[str, Any]) -> Any:
+    connector = AiosqliteConnector(database, kwargs)
+    lease = await route.sandbox.alease(connector)
+    if lease is None:  # auto mode or unboxed: a plain connection, as the app asked
+        return await _ORIGINAL["connect"](database, **kwargs)
+    return AsyncSandboxConnection(lease, route, connector, kwargs)
 
 
 def connect(database: Any, **kwargs: Any) -> Any:
@@ -349,7 +308,7 @@ def connect(database: Any, **kwargs: Any) -> Any:
     if not internal_caller(sys._getframe(1)):
         route = ROUTES.find(path_of(database, kwargs.get("uri", False)))
         if route is not None:
-            return _Pending(route, database, kwargs)
+            return Opening(_connect_routed(route, database, kwargs), _close)
     return _ORIGINAL["connect"](database, **kwargs)
 
 

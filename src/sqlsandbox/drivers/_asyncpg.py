@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..ownership import AsyncSQLAdapter, abort_transport
 from ._direct import OwnerCheck, Route, Routes, control_verb, internal_caller, require_database
+from ._loops import watch_adapter
 
 if TYPE_CHECKING:
     from ..ownership import HostLoop, Lease, Sandbox
@@ -62,8 +63,6 @@ _IO_METHODS = frozenset(
         "set_type_codec",
         "reset_type_codec",
         "set_builtin_type_codec",
-        "add_listener",
-        "remove_listener",
     }
 )
 
@@ -87,6 +86,31 @@ class AsyncpgAdapter(AsyncSQLAdapter):
     def __init__(self, raw: Any) -> None:
         super().__init__(raw, kind=KIND, dialect="postgresql")
         self.loop = asyncio.get_running_loop()
+        #: Callbacks the app added through a proxy: (proxy, asyncpg remover, its arguments).
+        self.app_callbacks: list[tuple[object, str, tuple[Any, ...]]] = []
+
+    def forget_callbacks(self, proxy: object | None = None) -> list[tuple[Any, ...]]:
+        """Remove what *proxy* (every proxy: None) added; return the channels to unlisten.
+
+        Loggers and log and termination listeners go at once, without I/O;
+        ``remove_listener`` may send UNLISTEN, so the caller awaits it.
+        """
+        mine = [entry for entry in self.app_callbacks if proxy is None or entry[0] is proxy]
+        self.app_callbacks = [entry for entry in self.app_callbacks if entry not in mine]
+        channels = []
+        for _proxy, remover, args in mine:
+            if remover == "remove_listener":
+                channels.append(args)
+            else:
+                getattr(self.raw, remover)(*args)
+        return channels
+
+    async def rollback(self, *, sequences: bool = False, session: bool = False) -> None:
+        # Before the checkin's statements, so that the app's loggers see none of them.
+        channels = self.forget_callbacks()
+        await super().rollback(sequences=sequences, session=session)
+        for args in channels:  # outside any transaction now: UNLISTEN takes effect
+            await self.raw.remove_listener(*args)
 
     async def execute(self, sql: str) -> None:
         await self.raw.execute(sql)
@@ -119,7 +143,9 @@ class AsyncpgConnector:
         self.kwargs = kwargs
 
     async def connect(self) -> AsyncpgAdapter:
-        return AsyncpgAdapter(await _ORIGINAL["connect"](self.dsn, **self.kwargs))
+        adapter = AsyncpgAdapter(await _ORIGINAL["connect"](self.dsn, **self.kwargs))
+        watch_adapter(adapter)
+        return adapter
 
 
 def database_of(dsn: str | None, kwargs: dict[str, Any]) -> str | None:
@@ -198,36 +224,34 @@ class SandboxConnection:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         wrap: bool = True,
+        sql: Any = None,
     ) -> Any:
-        """Run ``fn(*args, **kwargs)`` on the owner's connection in this caller's turn."""
+        """Run ``fn(*args, **kwargs)`` on the owner's connection in this caller's turn.
+
+        *sql* is the statement's text, for the lease to tell reads from writes
+        (None: a write).
+        """
         if self._released is not None or not self._check.ok():
             await self._denied()
         lease = self._lease
-        if not lease.enter_nowait():
-            await lease.aenter()
         host = self._host
-        try:
-            if wrap and self._wrap and not self._txs and not lease.in_transaction:
-                # Outside any app transaction: a savepoint of its own, so that a
-                # failing statement does not abort the test's transaction.
-                await lease.abegin()
-                try:
-                    result = await (
-                        fn(*args, **kwargs) if host is None else host.run(fn(*args, **kwargs))
-                    )
-                except BaseException:
-                    await lease.arollback()
-                    raise
-                await lease.acommit()
-            elif host is None:
-                result = await fn(*args, **kwargs)
-            else:
-                result = await host.run(fn(*args, **kwargs))
-        except BaseException as exc:
-            lease.exit_with(exc)
-            raise
-        lease.exit(check=True)
-        return result
+        async with lease.statement(sql, noted_by=self._txs[-1]._lease if self._txs else None):
+            if not (wrap and self._wrap and not self._txs and not lease.in_transaction):
+                return await (
+                    fn(*args, **kwargs) if host is None else host.run(fn(*args, **kwargs))
+                )
+            # Outside any app transaction: a savepoint of its own, so that a
+            # failing statement does not abort the test's transaction.
+            await lease.abegin()
+            try:
+                result = await (
+                    fn(*args, **kwargs) if host is None else host.run(fn(*args, **kwargs))
+                )
+            except BaseException:
+                await lease.arollback()
+                raise
+            await lease.acommit()
+            return result
 
     async def _fork(self) -> Lease:
         """Return a new lease on this owner's connection, for one app transaction."""
@@ -236,6 +260,7 @@ class SandboxConnection:
         lease = await self._route.sandbox.alease(self._connector)
         if lease is None or lease.adapter is not self._lease.adapter:
             raise self._check.error(self._lease)
+        lease.nest_in((self._txs[-1]._lease or self._lease) if self._txs else self._lease)
         return lease
 
     async def _control(self, verb: str) -> str:
@@ -262,25 +287,25 @@ class SandboxConnection:
             verb = control_verb(query)
             if verb is not None:
                 return await self._control(verb)
-        return await self._call(self._raw.execute, (query, *args), {"timeout": timeout})  # type: ignore[no-any-return]
+        return await self._call(self._raw.execute, (query, *args), {"timeout": timeout}, sql=query)  # type: ignore[no-any-return]
 
     async def executemany(self, command: str, args: Any, *, timeout: float | None = None) -> None:  # noqa: ASYNC109 - asyncpg's signature
         await self._call(self._raw.executemany, (command, args), {"timeout": timeout})
 
     async def fetch(self, query: str, *args: Any, **kwargs: Any) -> list[Any]:
-        return await self._call(self._raw.fetch, (query, *args), kwargs)  # type: ignore[no-any-return]
+        return await self._call(self._raw.fetch, (query, *args), kwargs, sql=query)  # type: ignore[no-any-return]
 
     async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        return await self._call(self._raw.fetchrow, (query, *args), kwargs)
+        return await self._call(self._raw.fetchrow, (query, *args), kwargs, sql=query)
 
     async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
-        return await self._call(self._raw.fetchval, (query, *args), kwargs)
+        return await self._call(self._raw.fetchval, (query, *args), kwargs, sql=query)
 
     async def fetchmany(self, query: str, args: Any, **kwargs: Any) -> list[Any]:
-        return await self._call(self._raw.fetchmany, (query, args), kwargs)  # type: ignore[no-any-return]
+        return await self._call(self._raw.fetchmany, (query, args), kwargs, sql=query)  # type: ignore[no-any-return]
 
     async def prepare(self, query: str, **kwargs: Any) -> SandboxStatement:
-        statement = await self._call(self._raw.prepare, (query,), kwargs)
+        statement = await self._call(self._raw.prepare, (query,), kwargs, sql=query)
         return SandboxStatement(self, statement)
 
     def cursor(self, query: str, *args: Any, **kwargs: Any) -> SandboxCursorFactory:
@@ -295,11 +320,72 @@ class SandboxConnection:
     def is_in_transaction(self) -> bool:
         return bool(self._txs) or self._lease.in_transaction
 
+    # -- callbacks on the connection ---------------------------------------------------
+    # asyncpg keeps them on the connection object, which serves the next owner too:
+    # they go when this proxy is given back (as asyncpg's pool release drops them),
+    # or at the owner's checkin for a proxy never closed.
+
+    def _track(self, remover: str, args: tuple[Any, ...]) -> None:
+        adapter = self._lease.adapter
+        if isinstance(adapter, AsyncpgAdapter):
+            adapter.app_callbacks.append((self, remover, args))
+
+    def _untrack(self, remover: str, args: tuple[Any, ...]) -> None:
+        adapter = self._lease.adapter
+        if isinstance(adapter, AsyncpgAdapter):
+            adapter.app_callbacks = [
+                entry for entry in adapter.app_callbacks if entry[1:] != (remover, args)
+            ]
+
+    async def add_listener(self, channel: str, callback: Callable[..., Any]) -> None:
+        await self._call(self._raw.add_listener, (channel, callback), {})
+        self._track("remove_listener", (channel, callback))
+
+    async def remove_listener(self, channel: str, callback: Callable[..., Any]) -> None:
+        self._untrack("remove_listener", (channel, callback))
+        await self._call(self._raw.remove_listener, (channel, callback), {})
+
+    def add_log_listener(self, callback: Callable[..., Any]) -> None:
+        self._raw.add_log_listener(callback)
+        self._track("remove_log_listener", (callback,))
+
+    def remove_log_listener(self, callback: Callable[..., Any]) -> None:
+        self._untrack("remove_log_listener", (callback,))
+        self._raw.remove_log_listener(callback)
+
+    def add_termination_listener(self, callback: Callable[..., Any]) -> None:
+        self._raw.add_termination_listener(callback)
+        self._track("remove_termination_listener", (callback,))
+
+    def remove_termination_listener(self, callback: Callable[..., Any]) -> None:
+        self._untrack("remove_termination_listener", (callback,))
+        self._raw.remove_termination_listener(callback)
+
+    def add_query_logger(self, callback: Callable[..., Any]) -> None:
+        self._raw.add_query_logger(callback)
+        self._track("remove_query_logger", (callback,))
+
+    def remove_query_logger(self, callback: Callable[..., Any]) -> None:
+        self._untrack("remove_query_logger", (callback,))
+        self._raw.remove_query_logger(callback)
+
+    async def _forget_callbacks(self) -> None:
+        adapter = self._lease.adapter
+        if not isinstance(adapter, AsyncpgAdapter):
+            return
+        for args in adapter.forget_callbacks(self):
+            try:
+                await self._call(self._raw.remove_listener, args, {})
+            except Exception:
+                # Not in this caller's turn: the owner's checkin removes it.
+                adapter.app_callbacks.append((None, "remove_listener", args))
+
     # -- closing ---------------------------------------------------------------------
 
     async def _give_back(self, why: str) -> None:
         if self._released is not None:
             return
+        await self._forget_callbacks()
         self._released = why
         txs, self._txs = self._txs, []
         for tx in reversed(txs):
@@ -397,7 +483,8 @@ class SandboxStatement:
         if name in ("fetch", "fetchrow", "fetchval", "fetchmany", "executemany", "explain"):
 
             async def call(*args: Any, **kwargs: Any) -> Any:
-                return await self._conn._call(attr, args, kwargs)
+                sql = self._statement.get_query() if name != "executemany" else None
+                return await self._conn._call(attr, args, kwargs, sql=sql)
 
             return call
         if name == "cursor":
@@ -437,7 +524,8 @@ class SandboxCursorFactory:
             return await self._conn._raw.cursor(self._query, *self._args, **kwargs)
 
         # Cursors live in a transaction: no per-statement savepoint around them.
-        return await self._conn._call(make, (), {}, wrap=False)
+        query = self._query if self._statement is None else self._statement.get_query()
+        return await self._conn._call(make, (), {}, wrap=False, sql=query)
 
     def __await__(self) -> Generator[Any, None, SandboxCursor]:
         return self._make().__await__()
@@ -466,13 +554,13 @@ class SandboxCursor:
         self._cursor = cursor
 
     async def fetch(self, n: int, **kwargs: Any) -> list[Any]:
-        return await self._conn._call(self._cursor.fetch, (n,), kwargs, wrap=False)  # type: ignore[no-any-return]
+        return await self._conn._call(self._cursor.fetch, (n,), kwargs, wrap=False, sql="FETCH")  # type: ignore[no-any-return]
 
     async def fetchrow(self, **kwargs: Any) -> Any:
-        return await self._conn._call(self._cursor.fetchrow, (), kwargs, wrap=False)
+        return await self._conn._call(self._cursor.fetchrow, (), kwargs, wrap=False, sql="FETCH")
 
     async def forward(self, n: int, **kwargs: Any) -> int:
-        return await self._conn._call(self._cursor.forward, (n,), kwargs, wrap=False)  # type: ignore[no-any-return]
+        return await self._conn._call(self._cursor.forward, (n,), kwargs, wrap=False, sql="FETCH")  # type: ignore[no-any-return]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cursor, name)
@@ -680,9 +768,6 @@ def _apply(routes: Routes) -> None:
 
 
 ROUTES = Routes("asyncpg", _apply)
-_DEFAULT_CONNECTORS: weakref.WeakKeyDictionary[Sandbox, AsyncpgConnector] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def install(
@@ -696,21 +781,21 @@ def install(
     failing statement does not abort the test's transaction.
     """
     name = require_database(sandbox, database, "asyncpg")
-    ROUTES.add(Route(sandbox, name, statement_savepoints=statement_savepoints))
+    route = Route(sandbox, name, statement_savepoints=statement_savepoints)
+    ROUTES.add(route, lambda: _defaults(sandbox))
+
+
+def _defaults(sandbox: Sandbox) -> list[Any]:
+    """So that an eager sandbox.acheckout() opens an asyncpg connection."""
     url = sandbox.url
-    if url is not None and url.backend == "postgresql" and sandbox not in _DEFAULT_CONNECTORS:
-        # So that an eager sandbox.acheckout() opens an asyncpg connection.
-        default = AsyncpgConnector(url.with_scheme("postgresql").render(), {})
-        _DEFAULT_CONNECTORS[sandbox] = default
-        sandbox.add_connector(default)
+    if url is None or url.backend != "postgresql":
+        return []
+    return [AsyncpgConnector(url.with_scheme("postgresql").render(), {})]
 
 
 def uninstall(sandbox: Sandbox | None = None) -> None:
     """Stop routing for *sandbox* (every sandbox if None); the last one restores asyncpg."""
-    for route in ROUTES.remove(sandbox):
-        default = _DEFAULT_CONNECTORS.pop(route.sandbox, None)
-        if default is not None:
-            route.sandbox.remove_connector(default)
+    ROUTES.remove(sandbox)
 
 
 def is_installed(sandbox: Sandbox | None = None) -> bool:

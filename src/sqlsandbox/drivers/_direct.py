@@ -15,9 +15,9 @@ from __future__ import annotations
 import sys
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator
 from types import FrameType, ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .._exceptions import DOCS, ConfigError, OwnershipError
 from ..ownership import transaction_control
@@ -28,7 +28,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DRIVERS_PAGE",
+    "Opening",
     "OwnerCheck",
+    "Proxy",
+    "Ready",
     "Route",
     "Routes",
     "control_verb",
@@ -75,15 +78,59 @@ def internal_caller(frame: FrameType | None) -> bool:
     return isinstance(name, str) and name.startswith(_INTERNAL)
 
 
+class Opening:
+    """What asyncio drivers' ``connect()``, ``acquire()``, ``cursor()``... return.
+
+    Awaitable, or an async context manager that ends with ``leave(obj, failed)``
+    (close the connection, release it, close the cursor).
+    """
+
+    __slots__ = ("_leave", "_obj", "_opening")
+
+    def __init__(
+        self, opening: Awaitable[Any], leave: Callable[[Any, bool], Awaitable[None]]
+    ) -> None:
+        self._opening = opening
+        self._leave = leave
+        self._obj: Any = None
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._opening.__await__()
+
+    async def __aenter__(self) -> Any:
+        self._obj = await self._opening
+        return self._obj
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        obj, self._obj = self._obj, None
+        await self._leave(obj, exc_type is not None)
+
+
+class Ready:
+    """An awaitable whose result is there already (no coroutine to forget to await)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any = None) -> None:
+        self.value = value
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        yield from ()
+        return self.value
+
+
 class Route:
     """One database routed through one sandbox."""
 
-    __slots__ = ("database", "sandbox", "statement_savepoints")
+    __slots__ = ("connectors", "database", "sandbox", "statement_savepoints")
 
     def __init__(self, sandbox: Sandbox, database: str, *, statement_savepoints: bool) -> None:
         self.sandbox = sandbox
         self.database = database
         self.statement_savepoints = statement_savepoints
+        #: What the route added to the sandbox, so that an eager checkout opens a
+        #: connection of this driver (given back when the route is removed).
+        self.connectors: list[Any] = []
 
     def __repr__(self) -> str:
         return f"<Route {self.database!r} -> {self.sandbox.name}>"
@@ -130,8 +177,15 @@ class Routes:
                 return route
         return None
 
-    def add(self, route: Route) -> None:
+    def add(self, route: Route, defaults: Callable[[], list[Any]] | None = None) -> None:
+        """Add *route*; *defaults* makes the connectors of the sandbox's first route of this driver.
+
+        ``acheckout()`` takes the first connector of a sandbox, ``checkout()``
+        the first blocking one: an eager checkout then opens a connection of
+        this driver.
+        """
         with self._lock:
+            old = next((r for r in self.routes if r.sandbox is route.sandbox), None)
             for other in self.routes:
                 if other.database == route.database and other.sandbox is not route.sandbox:
                     raise ConfigError(
@@ -149,8 +203,22 @@ class Routes:
                     self._restore()
                     self.routes = ()
                     raise
+            if old is not None:
+                route.connectors = old.connectors
+            elif defaults is not None:
+                route.connectors = defaults()
+                for connector in route.connectors:
+                    route.sandbox.add_connector(connector)
 
     def remove(self, sandbox: Sandbox | None) -> list[Route]:
+        """Remove the routes of *sandbox* (all if None); the last one restores the patches."""
+        gone = self._remove(sandbox)
+        for route in gone:
+            for connector in route.connectors:
+                route.sandbox.remove_connector(connector)
+        return gone
+
+    def _remove(self, sandbox: Sandbox | None) -> list[Route]:
         with self._lock:
             gone = [r for r in self.routes if sandbox is None or r.sandbox is sandbox]
             self.routes = tuple(r for r in self.routes if r not in gone)
@@ -253,9 +321,45 @@ class OwnerCheck:
             "owner whose code opened or acquired it. Open or acquire a connection in this "
             "code instead (it gets its own owner's connection), or let it use the owner's: "
             "sandbox.allow(owner, <this task or thread>), or `with sandbox.join(owner.token):`. "
-            f"See {DRIVERS_PAGE}#ownership"
+            f"See {DRIVERS_PAGE}#what-every-driver-does-the-same-way"
         )
 
 
 def _none() -> None:
     return None
+
+
+class Proxy:
+    """What every direct driver's connection proxy does when the caller may not use it.
+
+    Subclasses have these attributes, and ``_closed_error()``: the driver's own
+    error for a closed connection.
+    """
+
+    __slots__ = ()
+    _check: OwnerCheck
+    _closed: bool
+    _connector: Any
+    _lease: Lease
+    _route: Route
+
+    def _closed_error(self) -> Exception:
+        raise NotImplementedError
+
+    def _denied(self) -> NoReturn:
+        """Raise why the calling code may not use this proxy (blocking)."""
+        if self._closed:
+            raise self._closed_error()
+        sandbox = self._route.sandbox
+        if sandbox.current_owner() is None:
+            sandbox.lease(self._connector)  # raises the sandbox's own error
+        raise self._check.error(self._lease)
+
+    async def _adenied(self) -> NoReturn:
+        """Raise why the calling code may not use this proxy (asyncio)."""
+        if self._closed:
+            raise self._closed_error()
+        sandbox = self._route.sandbox
+        if sandbox.current_owner() is None:
+            await sandbox.alease(self._connector)  # raises the sandbox's own error
+        raise self._check.error(self._lease)

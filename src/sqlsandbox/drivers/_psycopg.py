@@ -17,13 +17,20 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..ownership import AsyncSQLAdapter, SQLAdapter
-from ._direct import OwnerCheck, Route, Routes, control_verb, internal_caller, require_database
+from ._direct import (
+    OwnerCheck,
+    Proxy,
+    Route,
+    Routes,
+    control_verb,
+    internal_caller,
+    require_database,
+)
 from ._libpq import LibpqStatements
 
 if TYPE_CHECKING:
@@ -147,7 +154,7 @@ class AsyncPsycopgConnector:
 # -- what the blocking and asyncio proxies share (no I/O) -------------------------------
 
 
-class ProxyBase:
+class ProxyBase(Proxy):
     __slots__ = (
         "__weakref__",
         "_blocks",
@@ -251,18 +258,11 @@ class SandboxConnection(ProxyBase):
 
     __slots__ = ()
 
-    def _denied(self) -> None:
-        if self._closed:
-            raise self._closed_error()
-        sandbox = self._route.sandbox
-        if sandbox.current_owner() is None:
-            sandbox.lease(self._connector)  # raises the sandbox's own error
-        raise self._check.error(self._lease)
-
     def _fork(self) -> Lease:
         lease = self._route.sandbox.lease(self._connector)
         if lease is None or lease.adapter is not self._lease.adapter:
             raise self._check.error(self._lease)
+        lease.nest_in(self._blocks[-1]._lease if self._blocks else self._lease)
         return lease
 
     def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -282,37 +282,24 @@ class SandboxConnection(ProxyBase):
                 lease.begin()  # psycopg opens a transaction before the first statement
             elif self._wrap and not self._pipeline:
                 wrap = True
-        lease.enter()
-        try:
-            if wrap:
-                lease.begin()
-                try:
-                    result = fn(*args, **kwargs)
-                except BaseException:
-                    lease.rollback()
-                    raise
-                lease.commit()
-            else:
+        with lease.statement(query, noted_by=self._blocks[-1]._lease if self._blocks else None):
+            if not wrap:
+                return fn(*args, **kwargs)
+            lease.begin()
+            try:
                 result = fn(*args, **kwargs)
-        except BaseException as exc:
-            lease.exit_with(exc)
-            raise
-        lease.exit(check=True)
-        return result
+            except BaseException:
+                lease.rollback()
+                raise
+            lease.commit()
+            return result
 
     def _turn(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a call that reads from the server (a server-side cursor) in a turn."""
         if self._closed or not self._check.ok():
             self._denied()
-        lease = self._lease
-        lease.enter()
-        try:
-            result = fn(*args)
-        except BaseException as exc:
-            lease.exit_with(exc)
-            raise
-        lease.exit()
-        return result
+        with self._lease.turn():
+            return fn(*args)
 
     def _control(self, verb: str) -> None:
         lease = self._lease
@@ -387,13 +374,8 @@ class SandboxConnection(ProxyBase):
         lease = self._lease
         if not self.autocommit and not self._in_transaction():
             lease.begin()
-        lease.enter()
-        try:
+        with lease.turn(check=True):
             yield
-        except BaseException as exc:
-            lease.exit_with(exc)
-            raise
-        lease.exit(check=True)
 
     @contextmanager
     def pipeline(self) -> Iterator[Any]:
@@ -577,7 +559,6 @@ def _apply(routes: Routes) -> None:
 
 
 ROUTES = Routes("psycopg", _apply)
-_DEFAULT_CONNECTORS: weakref.WeakKeyDictionary[Sandbox, list[Any]] = weakref.WeakKeyDictionary()
 
 
 def install(
@@ -593,28 +574,27 @@ def install(
     savepoint of its own, so a failing one does not abort the test's transaction.
     """
     name = require_database(sandbox, database, "psycopg")
-    ROUTES.add(Route(sandbox, name, statement_savepoints=statement_savepoints))
-    url = sandbox.url
-    if url is not None and url.backend == "postgresql" and sandbox not in _DEFAULT_CONNECTORS:
-        import psycopg
+    route = Route(sandbox, name, statement_savepoints=statement_savepoints)
+    ROUTES.add(route, lambda: _defaults(sandbox))
 
-        # So that an eager checkout opens a psycopg connection: acheckout() takes
-        # the first connector (asyncio), checkout() the first blocking one.
-        dsn = url.with_scheme("postgresql").render()
-        defaults: list[Any] = [
-            AsyncPsycopgConnector(psycopg.AsyncConnection, dsn, {}),
-            PsycopgConnector(psycopg.Connection, dsn, {}),
-        ]
-        _DEFAULT_CONNECTORS[sandbox] = defaults
-        for connector in defaults:
-            sandbox.add_connector(connector)
+
+def _defaults(sandbox: Sandbox) -> list[Any]:
+    """The asyncio connector for acheckout(), the blocking one for checkout()."""
+    url = sandbox.url
+    if url is None or url.backend != "postgresql":
+        return []
+    import psycopg
+
+    dsn = url.with_scheme("postgresql").render()
+    return [
+        AsyncPsycopgConnector(psycopg.AsyncConnection, dsn, {}),
+        PsycopgConnector(psycopg.Connection, dsn, {}),
+    ]
 
 
 def uninstall(sandbox: Sandbox | None = None) -> None:
     """Stop routing for *sandbox* (every sandbox if None); the last one restores psycopg."""
-    for route in ROUTES.remove(sandbox):
-        for connector in _DEFAULT_CONNECTORS.pop(route.sandbox, []):
-            route.sandbox.remove_connector(connector)
+    ROUTES.remove(sandbox)
 
 
 def is_installed(sandbox: Sandbox | None = None) -> bool:

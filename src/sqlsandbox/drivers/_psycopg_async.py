@@ -20,25 +20,18 @@ class AsyncSandboxConnection(ProxyBase):
 
     __slots__ = ()
 
-    async def _denied(self) -> None:
-        if self._closed:
-            raise self._closed_error()
-        sandbox = self._route.sandbox
-        if sandbox.current_owner() is None:
-            await sandbox.alease(self._connector)  # raises the sandbox's own error
-        raise self._check.error(self._lease)
-
     async def _fork(self) -> Lease:
         lease = await self._route.sandbox.alease(self._connector)
         if lease is None or lease.adapter is not self._lease.adapter:
             raise self._check.error(self._lease)
+        lease.nest_in(self._blocks[-1]._lease if self._blocks else self._lease)
         return lease
 
     async def _run(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         if self._closed or not self._check.ok():
-            await self._denied()
+            await self._adenied()
         lease = self._lease
         query = args[0]
         if type(query) is str:
@@ -52,38 +45,25 @@ class AsyncSandboxConnection(ProxyBase):
                 await lease.abegin()
             elif self._wrap and not self._pipeline:
                 wrap = True
-        if not lease.enter_nowait():
-            await lease.aenter()
-        try:
-            if wrap:
-                await lease.abegin()
-                try:
-                    result = await fn(*args, **kwargs)
-                except BaseException:
-                    await lease.arollback()
-                    raise
-                await lease.acommit()
-            else:
+        async with lease.statement(
+            query, noted_by=self._blocks[-1]._lease if self._blocks else None
+        ):
+            if not wrap:
+                return await fn(*args, **kwargs)
+            await lease.abegin()
+            try:
                 result = await fn(*args, **kwargs)
-        except BaseException as exc:
-            lease.exit_with(exc)
-            raise
-        lease.exit(check=True)
-        return result
+            except BaseException:
+                await lease.arollback()
+                raise
+            await lease.acommit()
+            return result
 
     async def _turn(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._closed or not self._check.ok():
-            await self._denied()
-        lease = self._lease
-        if not lease.enter_nowait():
-            await lease.aenter()
-        try:
-            result = await fn(*args)
-        except BaseException as exc:
-            lease.exit_with(exc)
-            raise
-        lease.exit()
-        return result
+            await self._adenied()
+        async with self._lease.turn():
+            return await fn(*args)
 
     async def _control(self, verb: str) -> None:
         lease = self._lease
@@ -99,18 +79,12 @@ class AsyncSandboxConnection(ProxyBase):
     async def _held(self) -> AsyncIterator[None]:
         """Hold the turn (and the app's transaction) for a pipeline, COPY or stream."""
         if self._closed or not self._check.ok():
-            await self._denied()
+            await self._adenied()
         lease = self._lease
         if not self.autocommit and not self._in_transaction():
             await lease.abegin()
-        if not lease.enter_nowait():
-            await lease.aenter()
-        try:
+        async with lease.turn(check=True):
             yield
-        except BaseException as exc:
-            lease.exit_with(exc)
-            raise
-        lease.exit(check=True)
 
     # -- the psycopg.AsyncConnection interface -----------------------------------------
 
@@ -129,14 +103,14 @@ class AsyncSandboxConnection(ProxyBase):
 
     async def commit(self) -> None:
         if self._closed or not self._check.ok():
-            await self._denied()
+            await self._adenied()
         if self._blocks:
             raise self._commit_forbidden("commit")
         await self._lease.acommit()
 
     async def rollback(self) -> None:
         if self._closed or not self._check.ok():
-            await self._denied()
+            await self._adenied()
         if self._blocks:
             raise self._commit_forbidden("rollback")
         await self._lease.arollback()
@@ -146,7 +120,7 @@ class AsyncSandboxConnection(ProxyBase):
         self, savepoint_name: str | None = None, force_rollback: bool = False
     ) -> AsyncIterator[SandboxTransaction]:
         if self._closed or not self._check.ok():
-            await self._denied()
+            await self._adenied()
         lease = await self._fork()
         await lease.abegin()
         block = SandboxTransaction(self, savepoint_name, lease)

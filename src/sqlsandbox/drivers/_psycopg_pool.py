@@ -11,9 +11,9 @@ friends are harmless no-ops; pools for other databases are untouched.
 from __future__ import annotations
 
 import weakref
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._psycopg import (
     AKIND,
@@ -27,44 +27,81 @@ from ._psycopg import (
 from ._psycopg_async import AsyncSandboxConnection
 
 if TYPE_CHECKING:
+    from ..ownership import Lease
     from ._direct import Route, Routes
 
 __all__ = ["apply"]
 
 
-def _sync_pool(
-    pool: Any,
-    route: Route,
-    conninfo: str,
-    connection_class: Any,
-    kwargs: dict[str, Any],
-    configure: Any,
-) -> None:
-    connector = PsycopgConnector(connection_class, conninfo, kwargs)
-    configured: weakref.WeakSet[Any] = weakref.WeakSet()
-    sandbox = route.sandbox
+class _Routed:
+    """What a routed pool of either kind holds, and how it takes over the pool (no I/O).
 
-    def getconn(timeout: float | None = None) -> Any:
-        lease = sandbox.lease(connector)
+    Subclasses are the blocking and asyncio twins; their ``getconn``,
+    ``putconn``, ``connection`` and ``nothing`` replace the pool's methods.
+    """
+
+    #: Pool methods that become harmless: the pool never has connections of its own.
+    NO_OPS = ("open", "close", "wait", "check", "resize", "drain")
+    connector_class: ClassVar[type[Any]]
+    nothing: Callable[..., Any]
+
+    def __init__(
+        self,
+        route: Route,
+        conninfo: str,
+        connection_class: Any,
+        kwargs: dict[str, Any],
+        configure: Any,
+    ) -> None:
+        self.route = route
+        self.conninfo = conninfo
+        self.connection_class = connection_class
+        self.kwargs = kwargs
+        self.configure = configure
+        self.connector = self.connector_class(connection_class, conninfo, kwargs)
+        self._configured: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def first_use(self, lease: Lease) -> bool:
+        """Return whether ``configure`` must run: once per owner connection."""
+        if self.configure is None or lease.raw in self._configured:
+            return False
+        self._configured.add(lease.raw)
+        return True
+
+    def take_over(self, pool: Any) -> None:
+        # Instance attributes shadow the class's methods for this pool only.
+        methods: dict[str, Any] = dict.fromkeys(self.NO_OPS, self.nothing)
+        for name in ("getconn", "putconn", "connection"):
+            methods[name] = getattr(self, name)
+        methods["get_stats"] = methods["pop_stats"] = dict
+        for name, fn in methods.items():
+            object.__setattr__(pool, name, fn)
+        object.__setattr__(pool, "_sqlsandbox_routed", True)
+
+
+class _SyncRouted(_Routed):
+    connector_class = PsycopgConnector
+
+    def getconn(self, timeout: float | None = None) -> Any:
+        lease = self.route.sandbox.lease(self.connector)
         if lease is None:  # auto mode or unboxed: a plain connection
-            return connection_class.connect(conninfo, **kwargs)
-        conn = SandboxConnection(lease, route, connector, kwargs, KIND)
-        if configure is not None and lease.raw not in configured:
-            configured.add(lease.raw)
-            configure(conn)
+            return self.connection_class.connect(self.conninfo, **self.kwargs)
+        conn = SandboxConnection(lease, self.route, self.connector, self.kwargs, KIND)
+        if self.first_use(lease):
+            self.configure(conn)
             if conn._lease.in_transaction:  # psycopg_pool wants configure to leave it idle
                 conn.commit()
         return conn
 
-    def putconn(conn: Any) -> None:
+    def putconn(self, conn: Any) -> None:
         if isinstance(conn, SandboxConnection):
             conn._give_back()
         else:
             conn.close()
 
     @contextmanager
-    def connection(timeout: float | None = None) -> Iterator[Any]:
-        conn = getconn(timeout)
+    def connection(self, timeout: float | None = None) -> Iterator[Any]:
+        conn = self.getconn(timeout)
         try:
             try:
                 yield conn
@@ -75,60 +112,35 @@ def _sync_pool(
             if not conn.closed:
                 conn.commit()
         finally:
-            putconn(conn)
+            self.putconn(conn)
 
-    def nothing(*args: Any, **kwargs: Any) -> None:
+    def nothing(self, *args: Any, **kwargs: Any) -> None:
         return None
 
-    _set(
-        pool,
-        getconn=getconn,
-        putconn=putconn,
-        connection=connection,
-        open=nothing,
-        close=nothing,
-        wait=nothing,
-        check=nothing,
-        resize=nothing,
-        drain=nothing,
-        get_stats=dict,
-        pop_stats=dict,
-    )
 
+class _AsyncRouted(_Routed):
+    connector_class = AsyncPsycopgConnector
 
-def _async_pool(
-    pool: Any,
-    route: Route,
-    conninfo: str,
-    connection_class: Any,
-    kwargs: dict[str, Any],
-    configure: Any,
-) -> None:
-    connector = AsyncPsycopgConnector(connection_class, conninfo, kwargs)
-    configured: weakref.WeakSet[Any] = weakref.WeakSet()
-    sandbox = route.sandbox
-
-    async def getconn(timeout: float | None = None) -> Any:  # noqa: ASYNC109 - psycopg_pool API
-        lease = await sandbox.alease(connector)
+    async def getconn(self, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - psycopg_pool API
+        lease = await self.route.sandbox.alease(self.connector)
         if lease is None:
-            return await connection_class.connect(conninfo, **kwargs)
-        conn = AsyncSandboxConnection(lease, route, connector, kwargs, AKIND)
-        if configure is not None and lease.raw not in configured:
-            configured.add(lease.raw)
-            await configure(conn)
+            return await self.connection_class.connect(self.conninfo, **self.kwargs)
+        conn = AsyncSandboxConnection(lease, self.route, self.connector, self.kwargs, AKIND)
+        if self.first_use(lease):
+            await self.configure(conn)
             if conn._lease.in_transaction:
                 await conn.commit()
         return conn
 
-    async def putconn(conn: Any) -> None:
+    async def putconn(self, conn: Any) -> None:
         if isinstance(conn, AsyncSandboxConnection):
             await conn._give_back()
         else:
             await conn.close()
 
     @asynccontextmanager
-    async def connection(timeout: float | None = None) -> AsyncIterator[Any]:  # noqa: ASYNC109
-        conn = await getconn(timeout)
+    async def connection(self, timeout: float | None = None) -> AsyncIterator[Any]:  # noqa: ASYNC109
+        conn = await self.getconn(timeout)
         try:
             try:
                 yield conn
@@ -139,32 +151,10 @@ def _async_pool(
             if not conn.closed:
                 await conn.commit()
         finally:
-            await putconn(conn)
+            await self.putconn(conn)
 
-    async def nothing(*args: Any, **kwargs: Any) -> None:
+    async def nothing(self, *args: Any, **kwargs: Any) -> None:
         return None
-
-    _set(
-        pool,
-        getconn=getconn,
-        putconn=putconn,
-        connection=connection,
-        open=nothing,
-        close=nothing,
-        wait=nothing,
-        check=nothing,
-        resize=nothing,
-        drain=nothing,
-        get_stats=dict,
-        pop_stats=dict,
-    )
-
-
-def _set(pool: Any, **methods: Any) -> None:
-    # Instance attributes shadow the class's methods for this pool only.
-    for name, fn in methods.items():
-        object.__setattr__(pool, name, fn)
-    object.__setattr__(pool, "_sqlsandbox_routed", True)
 
 
 def _patched_init(original: Any, make: Any) -> Any:
@@ -175,7 +165,8 @@ def _patched_init(original: Any, make: Any) -> Any:
             options["open"] = False
             original(self, conninfo, *args, **options)
             connection_class = options.get("connection_class") or self.connection_class
-            make(self, route, conninfo, connection_class, kwargs, options.get("configure"))
+            routed = make(route, conninfo, connection_class, kwargs, options.get("configure"))
+            routed.take_over(self)
             return
         original(self, conninfo, *args, **options)
 
@@ -190,7 +181,7 @@ def apply(routes: Routes) -> None:
     except ImportError:
         return
     for cls, make in (
-        (psycopg_pool.ConnectionPool, _sync_pool),
-        (psycopg_pool.AsyncConnectionPool, _async_pool),
+        (psycopg_pool.ConnectionPool, _SyncRouted),
+        (psycopg_pool.AsyncConnectionPool, _AsyncRouted),
     ):
         routes.patch(cls, "__init__", _patched_init(vars(cls)["__init__"], make))

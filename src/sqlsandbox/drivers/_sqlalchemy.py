@@ -12,6 +12,7 @@ events (codecs, ``on_connect``, the app's own listeners) still run.
 from __future__ import annotations
 
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from sqlalchemy.pool import Pool
@@ -20,6 +21,7 @@ from sqlalchemy.util.concurrency import greenlet_spawn
 
 from .._exceptions import ConfigError
 from .._urls import DatabaseURL
+from ._loops import at_loop_end, watch_adapter
 from ._sqlalchemy_adapters import adapter_class, connection_kind
 from ._sqlalchemy_proxy import SandboxConnection
 
@@ -35,7 +37,17 @@ if TYPE_CHECKING:
 
     from ..ownership import Lease, Sandbox
 
-__all__ = ["EngineConnector", "SandboxPool", "install", "is_installed", "uninstall"]
+__all__ = [
+    "EngineConnector",
+    "SandboxPool",
+    "close_at_loop_end",
+    "install",
+    "is_installed",
+    "uninstall",
+]
+
+#: ``record.info`` key: which connection of the record a loop-end callback closes.
+_LOOP_MARK = "sqlsandbox_loop_end"
 
 
 class EngineConnector:
@@ -72,6 +84,8 @@ class EngineConnector:
         except BaseException:
             await greenlet_spawn(record.close)
             raise
+        if adapter.loop is not None:
+            watch_adapter(adapter)
         return adapter
 
 
@@ -97,7 +111,9 @@ class _SandboxRecord(_ConnectionRecord):
 
     def __init__(self, pool: SandboxPool, lease: Lease) -> None:
         super().__init__(pool, connect=False)
-        self.dbapi_connection: SandboxConnection = SandboxConnection(lease, is_async=pool.is_async)
+        self.dbapi_connection: SandboxConnection = SandboxConnection(
+            lease, is_async=pool.is_async, renew=pool.owner_lease
+        )
         self.starttime = time.time()
         # Fresh records skip the pool's pre-ping: the owner's connection is in use.
         self.fresh = True
@@ -142,16 +158,17 @@ class SandboxPool(Pool):
         self._sync_connector = _SyncConnector(connector)
         self._async_connector = _AsyncConnector(connector)
 
+    def owner_lease(self) -> Lease | None:
+        """Lease the calling code's owner connection; None in auto mode or ``unboxed``."""
+        if not self.is_async:
+            return self.sandbox.lease(self._sync_connector)
+        found = self.sandbox.lease_nowait(self._async_connector)
+        if found is False:
+            return await_(self.sandbox.alease(self._async_connector))
+        return found
+
     def _do_get(self) -> ConnectionPoolEntry:
-        lease: Lease | None
-        if self.is_async:
-            found = self.sandbox.lease_nowait(self._async_connector)
-            if found is False:
-                lease = await_(self.sandbox.alease(self._async_connector))
-            else:
-                lease = found
-        else:
-            lease = self.sandbox.lease(self._sync_connector)
+        lease = self.owner_lease()
         if lease is None:
             return self.original._do_get()
         return _SandboxRecord(self, lease)
@@ -244,3 +261,33 @@ def is_installed(engine: Any, sandbox: Sandbox | None = None) -> bool:
     """Return whether *engine* is routed (through *sandbox*, when given)."""
     pool = _sync_engine(engine).pool
     return isinstance(pool, SandboxPool) and (sandbox is None or pool.sandbox is sandbox)
+
+
+def close_at_loop_end(engine: Any) -> None:
+    """Close what *engine* connected on an event loop when that loop shuts down.
+
+    For plain (unrouted) engines of loop-bound drivers whose connections may
+    outlive their loop: a session that a synchronous fixture closes after the
+    test's loop is gone, for example. Each connection still open then is
+    invalidated while its loop runs, which closes it politely; the pool and
+    its checkouts see an invalidated connection and do no further I/O.
+    """
+    from sqlalchemy import event
+
+    def connected(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        mark = object()
+        record.info[_LOOP_MARK] = mark
+        ref = weakref.ref(record)
+
+        async def close() -> None:
+            found = ref()
+            if (
+                found is not None
+                and found.dbapi_connection is not None
+                and found.info.get(_LOOP_MARK) is mark
+            ):
+                await greenlet_spawn(found.invalidate)
+
+        at_loop_end(close)
+
+    event.listen(_sync_engine(engine).pool, "connect", connected)

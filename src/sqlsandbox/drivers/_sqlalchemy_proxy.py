@@ -5,14 +5,27 @@ SQLAlchemy's pool. It hands out the owner's real cursors wrapped in
 :class:`SandboxCursor`, which opens the app's transaction lazily as a
 SAVEPOINT before the first statement and takes a turn on the owner's
 connection around each call. ``commit()`` / ``rollback()`` become RELEASE /
-ROLLBACK TO. Transaction settings the app changes (``autocommit``,
-isolation level...) are remembered here instead of reaching the driver, whose
-connection stays inside the test's transaction.
+ROLLBACK TO. Each statement is shown to the lease first
+(:meth:`~sqlsandbox.ownership.Lease.prepare_statement`), which may ask for a
+savepoint before it and a rollback to it when it fails, so that sessions of
+one owner that overlap do not undo each other's work. Transaction settings
+the app changes (``autocommit``, isolation level...) are remembered here
+instead of reaching the driver, whose connection stays inside the test's
+transaction.
 
 For asyncio engines everything runs in SQLAlchemy's greenlet, where
 coroutines are awaited with ``await_``. When the owner's connection lives on
 the sandbox's host loop (a loop-bound driver used from a TestClient thread),
 every driver call is shipped there in a greenlet of its own.
+
+A pool checkout may outlive its owner: a Core ``Connection`` kept in a module
+global or a module-scoped fixture is used by test after test. When its
+owner has ended, the next cursor takes a new lease from the calling code's
+owner (``renew``), so the Connection continues on the current test's
+connection. If the app had a transaction open when the owner ended, that
+transaction was rolled back with the test: statements raise an
+OwnershipError until the app rolls back, as after any transaction the
+server aborted, so the app's Transaction object cannot carry on silently.
 """
 
 from __future__ import annotations
@@ -22,7 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.util.concurrency import greenlet_spawn, in_greenlet
 
+from .._exceptions import DOCS, OwnershipError
 from ..ownership import Lease, transaction_control
+from ..ownership._connection import GUARD, MARK
 
 try:  # SQLAlchemy 2.1
     from sqlalchemy.util.concurrency import await_
@@ -34,22 +49,64 @@ if TYPE_CHECKING:
 
 __all__ = ["SandboxConnection", "SandboxCursor"]
 
+#: Takes a new lease for the calling code's owner; None when it has none.
+Renew = Callable[[], "Lease | None"]
+
 
 class SandboxConnection:
     """The owner's DBAPI connection as one pool checkout of the app sees it."""
 
-    __slots__ = ("_async", "_autocommit", "_dbapi", "_host", "_is_autocommit", "_lease", "_virtual")
+    __slots__ = (
+        "_aborted",
+        "_async",
+        "_autocommit",
+        "_dbapi",
+        "_host",
+        "_is_autocommit",
+        "_lease",
+        "_renew",
+        "_virtual",
+    )
 
-    def __init__(self, lease: Lease, *, is_async: bool) -> None:
+    def __init__(self, lease: Lease, *, is_async: bool, renew: Renew | None = None) -> None:
         adapter = lease.adapter
         setattr_ = object.__setattr__
-        setattr_(self, "_lease", lease)
-        setattr_(self, "_dbapi", lease.raw)
         setattr_(self, "_async", is_async)
-        setattr_(self, "_host", lease.host)
+        setattr_(self, "_renew", renew)
+        setattr_(self, "_aborted", None)
+        self._use(lease)
         setattr_(self, "_virtual", dict(adapter.virtual))
         setattr_(self, "_is_autocommit", adapter.is_autocommit)
         setattr_(self, "_autocommit", adapter.is_autocommit(adapter.virtual))
+
+    def _use(self, lease: Lease) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "_lease", lease)
+        setattr_(self, "_dbapi", lease.raw)
+        setattr_(self, "_host", lease.host)
+
+    def _follow_owner(self) -> None:
+        """Move to the calling code's owner once this lease's owner has ended."""
+        lease = self._lease
+        renew = self._renew
+        if renew is None:
+            return
+        new = renew()
+        if new is None or not new.usable:
+            return  # no owner, or its connection was lost: the statement says which
+        if lease.lost_transaction:
+            object.__setattr__(self, "_aborted", lease.owner_name)
+        self._use(new)
+
+    def aborted_error(self) -> OwnershipError:
+        return OwnershipError(
+            f"This SQLAlchemy connection had a transaction open in {self._aborted!r}, which "
+            "ended: the transaction was rolled back with that test, so its statements and "
+            "its Transaction object are void. Call rollback() on the connection to continue "
+            "on the current test's connection. Better: open connections inside each test "
+            "(`with engine.connect() as conn:`) or in a function-scoped fixture, or commit "
+            f"or roll back before a test ends. See {DOCS}/troubleshooting/#drivers"
+        )
 
     def __repr__(self) -> str:
         return f"<SandboxConnection {self._lease!r}>"
@@ -77,6 +134,18 @@ class SandboxConnection:
         else:
             self._lease.begin()
 
+    def _mark(self) -> None:
+        if self._async:
+            await_(self._lease.amark())
+        else:
+            self._lease.mark()
+
+    def _recover(self) -> None:
+        if self._async:
+            await_(self._lease.arecover())
+        else:
+            self._lease.recover()
+
     def _end(self, *, commit: bool) -> None:
         lease = self._lease
         if not lease.in_transaction:
@@ -92,6 +161,8 @@ class SandboxConnection:
 
     def cursor(self, *args: Any, **kwargs: Any) -> SandboxCursor:
         if not self._lease.usable:
+            self._follow_owner()
+        if not self._lease.usable:
             # The connection may be closed: no real cursor. The first statement
             # raises the ownership error (SQLAlchemy would wrap one raised here).
             return SandboxCursor(self, None, server_side=False)
@@ -102,9 +173,12 @@ class SandboxConnection:
         return SandboxCursor(self, cursor, server_side=bool(args or kwargs))
 
     def commit(self) -> None:
+        if self._aborted is not None:
+            raise self.aborted_error()
         self._end(commit=True)
 
     def rollback(self) -> None:
+        object.__setattr__(self, "_aborted", None)
         self._end(commit=False)
 
     def close(self) -> None:
@@ -171,6 +245,8 @@ class SandboxCursor:
     def _run(self, method: str, args: tuple[Any, ...]) -> Any:
         lease = self._lease
         conn = self._conn
+        if conn._aborted is not None:
+            raise conn.aborted_error()
         operation = args[0]
         if type(operation) is str and len(operation) <= 200:
             control = transaction_control(operation)
@@ -182,19 +258,27 @@ class SandboxCursor:
                 elif control in ("commit", "rollback"):
                     conn._end(commit=control == "commit")
                 return None
-        if lease.guard_ddl:
-            lease.check_statement(operation)
         autocommit = False
         if not lease.in_transaction:
             # The app's transaction starts with its first statement, as in the DBAPI.
             autocommit = conn._autocommit
             conn._begin()
         conn._enter()
+        guard = False
         try:
+            flags = lease.prepare_statement(operation)
+            if flags:
+                if flags & MARK:
+                    conn._mark()
+                guard = bool(flags & GUARD)
             fn = getattr(self._cursor, method)
             result = fn(*args) if conn._host is None else conn._call(fn, *args)
         except BaseException as exc:
-            lease.exit_with(exc)
+            try:
+                if guard:
+                    conn._recover()
+            finally:
+                lease.exit_with(exc)
             if autocommit:
                 conn._end(commit=False)
             raise
@@ -268,5 +352,7 @@ class SandboxCursor:
     def __setattr__(self, name: str, value: Any) -> None:
         if name in SandboxCursor.__slots__:
             object.__setattr__(self, name, value)
-        else:
+        elif self._cursor is not None:
+            # Without a real cursor, what dialects set before executing (asyncpg's
+            # schema cache mark) is dropped: the statement raises the ownership error.
             setattr(self._cursor, name, value)

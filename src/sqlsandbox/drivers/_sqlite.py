@@ -17,13 +17,12 @@ import os
 import re
 import sqlite3
 import sys
-import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..ownership import SQLAdapter, transaction_control
-from ._direct import OwnerCheck, Route, Routes, internal_caller, memoized, require_database
+from ._direct import OwnerCheck, Proxy, Route, Routes, internal_caller, memoized, require_database
 
 if TYPE_CHECKING:
     from ..ownership import Lease, Sandbox
@@ -154,7 +153,7 @@ class SQLiteConnector:
 # -- the proxy ---------------------------------------------------------------------------
 
 
-class SandboxConnection:
+class SandboxConnection(Proxy):
     """An owner's sqlite3 connection as one ``sqlite3.connect()`` of the app sees it.
 
     ``row_factory`` and ``text_factory`` belong to the proxy; other
@@ -191,13 +190,8 @@ class SandboxConnection:
     def __repr__(self) -> str:
         return f"<sqlsandbox sqlite3 connection of owner {self._lease.owner_name!r}>"
 
-    def _denied(self) -> None:
-        if self._closed:
-            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
-        sandbox = self._route.sandbox
-        if sandbox.current_owner() is None:
-            sandbox.lease(self._connector)  # raises the sandbox's own error
-        raise self._check.error(self._lease)
+    def _closed_error(self) -> Exception:
+        return sqlite3.ProgrammingError("Cannot operate on a closed database.")
 
     def _run(self, fn: Callable[..., Any], sql: Any, args: tuple[Any, ...]) -> Any:
         """Run one statement in this caller's turn; False if it was transaction control."""
@@ -212,20 +206,14 @@ class SandboxConnection:
             if self.isolation_level is not None and not lease.in_transaction:
                 if implicit_begin(sql):
                     lease.begin()
-        lease.enter()
-        try:
+        with lease.statement(sql):
             raw = self._raw
             # The factories are the proxy's: set them on the shared connection in our turn.
             if raw.row_factory is not self.row_factory:
                 raw.row_factory = self.row_factory
             if raw.text_factory is not self.text_factory:
                 raw.text_factory = self.text_factory
-            result = fn(*args)
-        except BaseException as exc:
-            lease.exit_with(exc)
-            raise
-        lease.exit(check=True)
-        return result
+            return fn(*args)
 
     def _control(self, verb: str) -> None:
         lease = self._lease
@@ -240,7 +228,7 @@ class SandboxConnection:
 
     def _cursor(self) -> sqlite3.Cursor:
         if self._closed:
-            raise sqlite3.ProgrammingError("Cannot operate on a closed database.")
+            raise self._closed_error()
         cursor = self._raw.cursor()
         cursor.row_factory = self.row_factory
         return cursor
@@ -391,7 +379,6 @@ def _apply(routes: Routes) -> None:
 
 
 ROUTES = Routes("sqlite", _apply)
-_DEFAULT_CONNECTORS: weakref.WeakKeyDictionary[Sandbox, list[Any]] = weakref.WeakKeyDictionary()
 
 
 def install(sandbox: Sandbox, *, database: str | os.PathLike[str] | None = None) -> None:
@@ -409,27 +396,22 @@ def install(sandbox: Sandbox, *, database: str | os.PathLike[str] | None = None)
             "sqlsandbox.sqlite.install() routes a database file; an in-memory database "
             "cannot be shared with the app. Pass database='path/to/file.sqlite3'."
         )
-    ROUTES.add(Route(sandbox, path, statement_savepoints=False))
-    if sandbox not in _DEFAULT_CONNECTORS:
-        # So that an eager checkout opens a connection: acheckout() takes the first
-        # connector (aiosqlite when installed), checkout() the first blocking one.
-        defaults: list[Any] = [SQLiteConnector(path, {})]
-        try:
-            from ._aiosqlite import AiosqliteConnector
+    ROUTES.add(Route(sandbox, path, statement_savepoints=False), lambda: _defaults(path))
 
-            defaults.insert(0, AiosqliteConnector(path, {}))
-        except ImportError:
-            pass
-        _DEFAULT_CONNECTORS[sandbox] = defaults
-        for connector in defaults:
-            sandbox.add_connector(connector)
+
+def _defaults(path: str) -> list[Any]:
+    """aiosqlite's connector (when installed) for acheckout(), sqlite3's for checkout()."""
+    defaults: list[Any] = [SQLiteConnector(path, {})]
+    try:
+        from ._aiosqlite import AiosqliteConnector
+    except ImportError:
+        return defaults
+    return [AiosqliteConnector(path, {}), *defaults]
 
 
 def uninstall(sandbox: Sandbox | None = None) -> None:
     """Stop routing for *sandbox* (every sandbox if None); the last one restores the modules."""
-    for route in ROUTES.remove(sandbox):
-        for connector in _DEFAULT_CONNECTORS.pop(route.sandbox, []):
-            route.sandbox.remove_connector(connector)
+    ROUTES.remove(sandbox)
 
 
 def is_installed(sandbox: Sandbox | None = None) -> bool:

@@ -41,7 +41,7 @@ def normalize_isolation_level(level: str | None) -> str | None:
     if norm not in ISOLATION_LEVELS:
         raise ConfigError(
             f"Unknown isolation level {level!r}: use one of {', '.join(ISOLATION_LEVELS)} "
-            "(the `isolation_level` setting of the sandbox or of checkout())."
+            "(Sandbox(isolation_level=...) or checkout(isolation_level=...))."
         )
     return norm
 
@@ -180,7 +180,8 @@ def begin_sql(dialect: str, isolation_level: str | None) -> list[str]:
         if isolation_level not in (None, "SERIALIZABLE"):
             raise ConfigError(
                 f"SQLite runs every transaction SERIALIZABLE; isolation level {isolation_level!r} "
-                "is not available. Remove the `isolation_level` setting for SQLite."
+                "is not available. Drop isolation_level=... from Sandbox(...) / checkout(...) "
+                "for SQLite."
             )
         return ["BEGIN"]
     if isolation_level:
@@ -231,6 +232,8 @@ class _SQLBase:
     snapshot_epoch: int | None = None
     #: PostgreSQL: the statements the checkin executes are prepared on this session.
     reset_ready: bool = False
+    #: The batches of BEGIN and checkin once reset_ready: the same few every time.
+    _batch_cache: dict[tuple[Any, ...], list[str]] | None = None
 
     def __init__(self, raw: Any, *, kind: str, dialect: str) -> None:
         if dialect not in ("postgresql", "mysql", "sqlite"):
@@ -249,6 +252,37 @@ class _SQLBase:
         if self.multi_statement and len(stmts) > 1:
             return ["; ".join(stmts)]
         return stmts
+
+    def _begin_batch(self, isolation_level: str | None, restore: bool) -> list[str]:
+        """Return the calls that open the outer transaction (see begin())."""
+        key = ("begin", isolation_level, restore)
+        cache = self._batch_cache if self.reset_ready else None
+        batch = cache.get(key) if cache is not None else None
+        if batch is None:
+            stmts = begin_sql(self.dialect, isolation_level)
+            batch = self._batches(_reset.begin_sql(self, stmts, restore=restore))
+            if self.reset_ready:
+                self._remember(key, batch)
+        return batch
+
+    def _checkin_batch(self, sequences: bool, session: bool) -> list[str]:
+        """Return the calls that end the outer transaction and undo what the test left."""
+        key = ("checkin", sequences, session)
+        cache = self._batch_cache if self.reset_ready else None
+        batch = cache.get(key) if cache is not None else None
+        if batch is None:
+            stmts = _reset.checkin_sql(self, sequences=sequences, session=session)
+            batch = self._batches(stmts)
+            if self.reset_ready:
+                self._remember(key, batch)
+        return batch
+
+    def _remember(self, key: tuple[Any, ...], batch: list[str]) -> None:
+        # Only in the steady state: before our statements are prepared (first
+        # BEGIN, after a recovery) the batches differ.
+        if self._batch_cache is None:
+            self._batch_cache = {}
+        self._batch_cache[key] = batch
 
     def in_transaction(self) -> bool | None:
         return None
@@ -290,8 +324,8 @@ class SQLAdapter(_SQLBase, abc.ABC):
                 except Exception:
                     self.no_xml = True
             self._run(_reset.snapshot_sql(self.dialect))
-        stmts = begin_sql(self.dialect, isolation_level)
-        self._run(_reset.begin_sql(self, stmts, restore=restore))
+        for sql in self._begin_batch(isolation_level, restore):
+            self.execute(sql)
         self.reset_ready = True
 
     def commit(self) -> None:
@@ -299,7 +333,8 @@ class SQLAdapter(_SQLBase, abc.ABC):
 
     def rollback(self, *, sequences: bool = False, session: bool = False) -> None:
         try:
-            self._run(_reset.checkin_sql(self, sequences=sequences, session=session))
+            for sql in self._checkin_batch(sequences, session):
+                self.execute(sql)
         except Exception as exc:
             if self.is_broken():
                 raise
@@ -362,8 +397,8 @@ class AsyncSQLAdapter(_SQLBase, abc.ABC):
                 except Exception:
                     self.no_xml = True
             await self._run(_reset.snapshot_sql(self.dialect))
-        stmts = begin_sql(self.dialect, isolation_level)
-        await self._run(_reset.begin_sql(self, stmts, restore=restore))
+        for sql in self._begin_batch(isolation_level, restore):
+            await self.execute(sql)
         self.reset_ready = True
 
     async def commit(self) -> None:
@@ -371,7 +406,8 @@ class AsyncSQLAdapter(_SQLBase, abc.ABC):
 
     async def rollback(self, *, sequences: bool = False, session: bool = False) -> None:
         try:
-            await self._run(_reset.checkin_sql(self, sequences=sequences, session=session))
+            for sql in self._checkin_batch(sequences, session):
+                await self.execute(sql)
         except Exception as exc:
             if self.is_broken():
                 raise

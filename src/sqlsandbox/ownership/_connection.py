@@ -8,51 +8,51 @@ transaction is a savepoint on a shared stack, and operations take turns on an
 :class:`~._lock.OpLock` so two statements never run on the connection at
 once.
 
-Stack rules, for leases whose transactions overlap instead of nesting: a
-commit of a lease that is not on top is remembered and released together with
-the savepoints above it when they finish; a rollback rolls back everything
-done since the lease began, including what later leases did.
+Leases of one owner keep each other's commits where a stack of savepoints
+allows (``_stack.py``): a lease that only read rolls back like a commit, so
+drivers tell the lease about each statement (:meth:`Lease.note_statement`,
+or :meth:`Lease.prepare_statement` with :meth:`Lease.mark` and
+:meth:`Lease.recover`). See docs/ownership.md#concurrent-sessions.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._exceptions import OwnershipError
-from ._ddl import implicit_commit
+from ._ddl import UNDO, WRITE, implicit_commit, statement_kind
 from ._lock import OpLock, current_holder
 from ._messages import DOCS_PAGE, caller_name
 from ._reset import session_effects
+from ._stack import Action, Savepoint, Stack, savepoint_name
 
 if TYPE_CHECKING:
     from ._adapter import AsyncAdapter, SyncAdapter
     from ._host import HostLoop
     from ._owner import OwnerState
 
-__all__ = ["Lease", "OwnedConnection"]
+__all__ = ["GUARD", "MARK", "Lease", "OwnedConnection", "Turn"]
 
 log = logging.getLogger("sqlsandbox.ownership")
 
 State = Literal["open", "lost", "doomed", "closed"]
 #: Holder used by checkin, distinct from every task and thread.
 _CHECKIN = object()
-_names = itertools.count(1)
 
 
-class _Savepoint:
-    __slots__ = ("alive", "committed", "name")
-
-    def __init__(self, name: str | None) -> None:
-        # None stands for the real transaction of a ``sandbox=False`` owner.
-        self.name = name
-        self.committed = False
-        self.alive = True
+#: MariaDB/MySQL errors after which InnoDB has rolled back the whole transaction
+#: (a lock wait timeout only with innodb_rollback_on_timeout).
+ER_LOCK_WAIT_TIMEOUT = 1205
+ER_LOCK_DEADLOCK = 1213
 
 
-Action = tuple[Any, ...]
+#: Flags of :meth:`Lease.prepare_statement`: open a new segment on the top
+#: entry before the statement (:meth:`Lease.mark`); on failure undo the
+#: statement at once (:meth:`Lease.recover`).
+MARK = 1
+GUARD = 2
 
 
 class OwnedConnection:
@@ -78,13 +78,23 @@ class OwnedConnection:
         self.sandboxed = owner.sandboxed
         self.queue_timeout = owner.sandbox.queue_timeout
         self.lock = OpLock()
-        self.stack: list[_Savepoint] = []
+        self.stack = Stack(owner.name)
         self.state: State = "open"
         self.reason: str | None = None
+        #: Why the server rolled back the test's transaction, when that lost it.
+        self.rolled_back: str | None = None
         self.guard_ddl = self.sandboxed and self.dialect == "mysql"
         # What the statements seen by check_statement (MariaDB/MySQL) may have left.
         self.moved_counters = False
         self.kept_session = False
+        #: A failed statement aborts the whole transaction until a ROLLBACK TO.
+        self.aborts = self.dialect == "postgresql"
+        # The statement of the current turn: who ran it, the kind still to
+        # record (prepare_statement records it when the statement is done),
+        # and whether recover() already undid it.
+        self.noted: Lease | None = None
+        self.pending = 0
+        self.recovered = False
 
     def __repr__(self) -> str:
         return f"<OwnedConnection {self.kind} {self.state}>"
@@ -97,6 +107,23 @@ class OwnedConnection:
         who = repr(owner.name) if owner else "its owner"
         if owner is not None and owner.status == "expired":
             return owner.expired_error()
+        if self.state == "lost" and self.rolled_back is not None:
+            why = self.rolled_back
+            fix = (
+                "Another connection (another owner, a thread or process outside the "
+                "sandbox) locked the same rows: give every test data of its own (unique "
+                "names and keys, not fixed ids) so that tests never lock the same rows, or "
+                if why != "an error"
+                else "Fix what failed, or "
+            )
+            return OwnershipError(
+                f"The server rolled back the whole transaction of owner {who}, and "
+                f"everything the test wrote in it, because of {why} ({self.reason}). "
+                f"{caller_name()} cannot continue on it: its statements would commit for "
+                "real. The checkin discards the connection and the next test gets a fresh "
+                f"one. {fix}give this test a database of its own with "
+                f'@pytest.mark.sandbox(isolation="database"). See {DOCS_PAGE}#deadlocks'
+            )
         if self.state == "lost":
             return OwnershipError(
                 f"The database connection of owner {who} was lost: {self.reason}. "
@@ -126,8 +153,8 @@ class OwnedConnection:
             f"its turn on the connection of owner {who}, which {by} is using. Concurrent "
             "users of one owner take turns, one statement or transaction at a time; one "
             "of them is stuck or holds the connection too long (an open transaction "
-            "waiting on another one?). Raise the queue timeout (Sandbox(queue_timeout=...), "
-            "the `queue_timeout` setting), give each concurrent worker its own checkout, "
+            "waiting on another one?). Raise the queue timeout (Sandbox(queue_timeout=...)), "
+            "give each concurrent worker its own checkout, "
             f'or use @pytest.mark.sandbox(isolation="database"). See {DOCS_PAGE}#queue-timeout'
         )
 
@@ -186,20 +213,41 @@ class OwnedConnection:
         self._leave_unusable()
 
     def exit_with(self, exc: BaseException) -> None:
-        """End the turn after *exc*: raise OwnershipError if it broke the connection."""
+        """End the turn after *exc*: raise OwnershipError if it broke the connection.
+
+        Also when the server rolled back the test's transaction because of
+        *exc* (a deadlock on MariaDB/MySQL): the app's next statements would
+        run outside it and commit for real.
+        """
         if self.state == "open":
             try:
                 broken = self.adapter.is_broken()
+                cause = None if broken or not self.sandboxed else self._rolled_back_by(exc)
             except Exception:
-                broken = True
-            if not broken:
+                broken, cause = True, None
+            if not broken and cause is None:
                 self.lock.release()
                 return
+            self.rolled_back = cause
             self._lose(f"{type(exc).__name__}: {exc}".strip())
         try:
             self._leave_unusable()
         except OwnershipError as err:
             raise err from exc
+
+    def _rolled_back_by(self, exc: BaseException) -> str | None:
+        """Say why the server ended the test's transaction after *exc*, or None if it is open."""
+        if self.dialect == "mysql":
+            # The status the driver keeps is the one before the error: know it by the code.
+            code = exc.args[0] if exc.args else None
+            if code == ER_LOCK_DEADLOCK:
+                return "a deadlock"
+            if code == ER_LOCK_WAIT_TIMEOUT and getattr(self.adapter, "rollback_on_timeout", False):
+                return "a lock wait timeout (innodb_rollback_on_timeout is on)"
+            return None
+        if self.adapter.in_transaction() is False:
+            return "an error"
+        return None
 
     def _leave_unusable(self) -> None:
         """Release the turn on an unusable connection and raise why."""
@@ -220,9 +268,7 @@ class OwnedConnection:
         if owner is not None:
             # Nobody restores what this connection moved, and it may have committed.
             owner.sandbox._sequences_moved()
-        for entry in self.stack:
-            entry.alive = False
-        self.stack.clear()
+        self.stack.forget()
         self.discard_adapter()
         log.warning("sqlsandbox: connection of owner %s lost: %s", self.owner, reason)
 
@@ -267,57 +313,6 @@ class OwnedConnection:
             except RuntimeError:
                 _quietly(adapter.interrupt)
 
-    # -- savepoint stack (caller holds the turn) ----------------------------------
-
-    def plan_begin(self) -> tuple[Action, _Savepoint]:
-        if not self.sandboxed and not self.stack:
-            entry = _Savepoint(None)
-            action: Action = ("begin", None)
-        else:
-            entry = _Savepoint(f"sqlsandbox_{next(_names)}")
-            action = ("savepoint", entry.name)
-        self.stack.append(entry)
-        return action, entry
-
-    def _pop_committed(self) -> _Savepoint | None:
-        """Remove the run of committed entries on top; return the lowest of them."""
-        stack = self.stack
-        i = len(stack)
-        while i > 0 and stack[i - 1].committed:
-            i -= 1
-        if i == len(stack):
-            return None
-        lowest = stack[i]
-        for entry in stack[i:]:
-            entry.alive = False
-        del stack[i:]
-        return lowest
-
-    def plan_commit(self, entry: _Savepoint) -> list[Action]:
-        if not entry.alive:
-            return []
-        entry.committed = True
-        if self.stack[-1] is not entry:
-            return []  # released later, together with the leases above it
-        lowest = self._pop_committed()
-        assert lowest is not None
-        return [("commit",)] if lowest.name is None else [("release", lowest.name)]
-
-    def plan_rollback(self, entry: _Savepoint) -> list[Action]:
-        if not entry.alive:
-            return []
-        index = self.stack.index(entry)
-        for dropped in self.stack[index:]:
-            dropped.alive = False
-        del self.stack[index:]
-        if entry.name is None:
-            return [("rollback",)]
-        lowest = self._pop_committed()
-        actions: list[Action] = [("rollback_to", entry.name, entry.name)]
-        if lowest is not None:
-            actions.append(("commit",) if lowest.name is None else ("release", lowest.name))
-        return actions
-
     def run(self, actions: list[Action]) -> None:
         adapter = self.adapter
         for name, *args in actions:
@@ -331,9 +326,10 @@ class OwnedConnection:
             await _run_async(adapter, actions)
 
     def forget_stack(self) -> None:
-        for entry in self.stack:
-            entry.alive = False
-        self.stack.clear()
+        self.stack.forget()
+        self.noted = None
+        self.pending = 0
+        self.recovered = False
 
 
 async def _run_async(adapter: Any, actions: list[Action]) -> None:
@@ -358,11 +354,13 @@ class Lease:
     inside the sandbox. :meth:`close` rolls back what the lease left open.
     """
 
-    __slots__ = ("_c", "_sp")
+    __slots__ = ("_c", "_parent", "_root", "_sp")
 
     def __init__(self, conn: OwnedConnection) -> None:
         self._c = conn
-        self._sp: _Savepoint | None = None
+        self._sp: Savepoint | None = None
+        self._parent: Lease | None = None
+        self._root: Lease = self
 
     def __repr__(self) -> str:
         return f"<Lease on {self._c!r} in_transaction={self.in_transaction}>"
@@ -409,9 +407,121 @@ class Lease:
         return sp is not None and sp.alive
 
     @property
+    def lost_transaction(self) -> bool:
+        """Whether an app transaction was open here when the owner's checkin rolled it back."""
+        sp = self._sp
+        return sp is not None and not sp.alive and not self._c._usable()
+
+    @property
     def guard_ddl(self) -> bool:
         """Whether statements must pass :meth:`check_statement` (MariaDB/MySQL)."""
         return self._c.guard_ddl
+
+    def nest_in(self, outer: Lease) -> None:
+        """Make this lease's transactions part of *outer*'s (a driver's nested transaction block).
+
+        What this lease writes, *outer* wrote too: rolling *outer* back undoes it
+        even after this lease committed.
+        """
+        self._parent = outer
+        self._root = outer._root
+
+    def note_statement(self, sql: object) -> None:
+        """Tell the lease about the statement it runs next, in the caller's turn.
+
+        Drivers call it (or :meth:`prepare_statement`) before each statement;
+        a statement a driver never notes counts as a write of every open
+        transaction. Refuses what MariaDB/MySQL would commit implicitly
+        (:meth:`check_statement`), and records a write at once, so it may run
+        before or after the driver opens a savepoint for the statement.
+        """
+        c = self._c
+        c.noted = self
+        c.pending = 0
+        if c.guard_ddl:
+            self.check_statement(sql)  # type: ignore[arg-type]
+        kind = statement_kind(sql)
+        if kind:
+            c.stack.wrote(self._chain(), self._root, kind)
+        else:
+            self._used()
+
+    def prepare_statement(self, sql: object) -> int:
+        """Like :meth:`note_statement`, for drivers that keep overlapping sessions apart.
+
+        Returns flags: with ``MARK`` call :meth:`mark` before the statement;
+        with ``GUARD`` call :meth:`recover` if it fails, then :meth:`exit_with`.
+        A write is recorded when the turn ends (:meth:`exit` or
+        :meth:`exit_with`), in the segment the statement ran in.
+        """
+        c = self._c
+        c.noted = self
+        c.pending = 0
+        if c.guard_ddl:
+            self.check_statement(sql)  # type: ignore[arg-type]
+        kind = statement_kind(sql)
+        c.pending = kind
+        sp = self._sp
+        stack = c.stack
+        if sp is None or not stack or kind == UNDO:
+            return 0
+        self._used()
+        top = stack[-1]
+        cur = len(top.marks) - 1
+        isolate = kind or c.aborts  # can a failure leave something behind?
+        if top is sp:
+            # Its own work in a segment that holds others' work: start a new one.
+            return MARK if isolate and top.foreign_last == cur else 0
+        if not isolate:
+            return 0
+        # Another lease's savepoint is on top: the statement lands in its
+        # segment, and a failure must be undone without undoing that lease's work.
+        if top.own_last == cur or top.foreign_last == cur or top.marks[cur] is None:
+            return MARK | GUARD
+        return GUARD
+
+    def _chain(self) -> list[Savepoint]:
+        """Its open transaction and those of the leases it is nested in, innermost first."""
+        chain = []
+        x: Lease | None = self
+        while x is not None:
+            sp = x._sp
+            if sp is not None and sp.alive:
+                chain.append(sp)
+            x = x._parent
+        return chain
+
+    def _used(self) -> None:
+        x: Lease | None = self
+        while x is not None:
+            sp = x._sp
+            if sp is not None:
+                sp.used = True
+            x = x._parent
+
+    def mark(self) -> None:
+        """Open a new segment on the top transaction (blocking), after ``MARK``."""
+        c = self._c
+        name = savepoint_name()
+        c.run([("savepoint", name)])
+        c.stack[-1].marks.append(name)
+
+    async def amark(self) -> None:
+        c = self._c
+        name = savepoint_name()
+        await c.arun([("savepoint", name)])
+        c.stack[-1].marks.append(name)
+
+    def recover(self) -> None:
+        """Undo the statement that just failed (blocking), after ``GUARD``."""
+        c = self._c
+        c.run([("rollback_to", c.stack[-1].marks[-1], None)])
+        c.recovered = True
+
+    async def arecover(self) -> None:
+        c = self._c
+        await c.arun([("rollback_to", c.stack[-1].marks[-1], None)])
+        c.recovered = True
 
     def check_statement(self, sql: str) -> None:
         """Refuse a statement MariaDB/MySQL would commit implicitly.
@@ -447,9 +557,41 @@ class Lease:
         """Wait for this task's turn on the connection."""
         await self._c.aenter()
 
+    def turn(self, *, check: bool = False) -> Turn:
+        """Bracket a driver call with a turn: ``with lease.turn():`` or ``async with``.
+
+        For calls that send no statement of the app's (a fetch from a server-side
+        cursor, a ping). ``check=True``: what ran is an unnoted statement (a
+        pipeline, a COPY), checked and recorded as by :meth:`exit`.
+        """
+        return Turn(self, None, _UNNOTED, check)
+
+    def statement(self, sql: object, *, noted_by: Lease | None = None) -> Turn:
+        """Bracket one statement of the app's: its turn, :meth:`note_statement`, the checks.
+
+        *noted_by* is the lease the statement belongs to when it is not this
+        one (the innermost of a driver's nested transaction blocks).
+        """
+        return Turn(self, sql, noted_by or self, True)
+
     def exit(self, *, check: bool = False) -> None:
-        """End the turn after a successful call; *check* that the test's transaction is intact."""
-        self._c.exit(check=check)
+        """End the turn after a successful call; *check* that the test's transaction is intact.
+
+        ``check=True`` means a statement ran: it is recorded as noted, or as an
+        unknown write if no :meth:`note_statement` came before it.
+        """
+        c = self._c
+        if check:
+            noted = c.noted
+            if noted is None:
+                c.stack.wrote_unknown(self._chain())
+            else:
+                c.noted = None
+                kind = c.pending
+                if kind:
+                    c.pending = 0
+                    c.stack.wrote(noted._chain(), noted._root, kind)
+        c.exit(check=check)
 
     def exit_with(self, exc: BaseException) -> None:
         """End the turn after the driver call raised *exc*.
@@ -458,7 +600,21 @@ class Lease:
         or was lost because of it; otherwise returns, and the caller re-raises
         *exc*.
         """
-        self._c.exit_with(exc)
+        c = self._c
+        noted = c.noted
+        if noted is None:
+            c.stack.wrote_unknown(self._chain())
+        else:
+            c.noted = None
+            kind = c.pending
+            c.pending = 0
+            if c.recovered:
+                c.recovered = False
+            elif kind or c.aborts:
+                # It may have written part of its work, or (PostgreSQL) left the
+                # transaction failed: rolling the lease back must be a real rollback.
+                c.stack.wrote(noted._chain(), noted._root, kind or WRITE)
+        c.exit_with(exc)
 
     # -- app transactions, blocking ----------------------------------------------------
 
@@ -468,7 +624,7 @@ class Lease:
         c.enter()
         try:
             if not self.in_transaction:
-                action, self._sp = c.plan_begin()
+                action, self._sp = c.stack.begin(self._root, real=not c.sandboxed)
                 c.run([action])
         except BaseException as exc:
             c.exit_with(exc)
@@ -493,7 +649,7 @@ class Lease:
             return  # a rollback on a connection that is gone has nothing left to undo
         c.enter()
         try:
-            c.run(c.plan_commit(sp) if commit else c.plan_rollback(sp))
+            c.run(c.stack.commit(sp) if commit else c.stack.rollback(sp))
         except BaseException as exc:
             c.exit_with(exc)
             raise
@@ -516,7 +672,7 @@ class Lease:
             await c.aenter()
         try:
             if not self.in_transaction:
-                action, self._sp = c.plan_begin()
+                action, self._sp = c.stack.begin(self._root, real=not c.sandboxed)
                 await c.arun([action])
         except BaseException as exc:
             c.exit_with(exc)
@@ -540,7 +696,7 @@ class Lease:
         if not c.enter_nowait():
             await c.aenter()
         try:
-            await c.arun(c.plan_commit(sp) if commit else c.plan_rollback(sp))
+            await c.arun(c.stack.commit(sp) if commit else c.stack.rollback(sp))
         except BaseException as exc:
             c.exit_with(exc)
             raise
@@ -553,3 +709,53 @@ class Lease:
             except OwnershipError:
                 pass
         self._sp = None
+
+
+#: ``Turn`` notes nothing: the call sends no statement, or one the driver cannot show.
+_UNNOTED: Any = None
+
+
+class Turn:
+    """A turn on the owner's connection around one driver call, as a context manager.
+
+    Waits for the turn (blocking with ``with``, suspending with ``async with``),
+    notes the statement if there is one, and ends the turn: :meth:`Lease.exit`
+    when the block succeeded, :meth:`Lease.exit_with` when it raised (which may
+    replace the error with an OwnershipError chained to it).
+    """
+
+    __slots__ = ("_check", "_lease", "_noted_by", "_sql")
+
+    def __init__(self, lease: Lease, sql: object, noted_by: Lease | None, check: bool) -> None:
+        self._lease = lease
+        self._sql = sql
+        self._noted_by = noted_by
+        self._check = check
+
+    def _note(self) -> None:
+        noted_by = self._noted_by
+        if noted_by is not None:
+            try:
+                noted_by.note_statement(self._sql)
+            except BaseException as exc:
+                self._lease.exit_with(exc)
+                raise
+
+    def __enter__(self) -> None:
+        self._lease._c.enter()
+        self._note()
+
+    async def __aenter__(self) -> None:
+        c = self._lease._c
+        if not c.enter_nowait():
+            await c.aenter()
+        self._note()
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None:
+            self._lease.exit(check=self._check)
+        else:
+            self._lease.exit_with(exc)
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self.__exit__(exc_type, exc, tb)

@@ -79,12 +79,19 @@ class ConnectionsMixin:
 
     def _track(self, conn: OwnedConnection) -> None:
         with self._lock:
-            self._open_conns = {c for c in self._open_conns if c.state == "open"}
-            self._open_conns.add(conn)
+            # A new set, not an update: _alone() iterates without the lock.
+            conns = {conn}
+            for c in self._open_conns:
+                if c.state == "open":
+                    conns.add(c)
+            self._open_conns = conns
 
     def _alone(self, conn: OwnedConnection | None = None) -> bool:
         """Return whether no owner connection but *conn* is open (none mid-test)."""
-        return not any(c is not conn and c.state == "open" for c in self._open_conns)
+        for c in self._open_conns:
+            if c is not conn and c.state == "open":
+                return False
+        return True
 
     def _trusted(self, adapter: Any) -> bool:
         """Whether *adapter* holds a baseline taken since the last possible commit."""
@@ -97,7 +104,8 @@ class ConnectionsMixin:
         if not (state.sandboxed and self.reset_sequences):
             return {}
         alone = self._alone()
-        if self._trusted(adapter):
+        epoch = adapter.snapshot_epoch
+        if epoch is not None and epoch == self._epoch:  # trusted
             # Pay what concurrent owners left unrestored before this test inserts.
             return {"restore": self._restore_debt and alone}
         # A baseline taken while another owner is mid-test would include what
@@ -118,9 +126,11 @@ class ConnectionsMixin:
         adapter = conn.adapter
         if not getattr(adapter, "resets", False):
             return {}
+        epoch = adapter.snapshot_epoch
         sequences = (
             self.reset_sequences
-            and self._trusted(adapter)
+            and epoch is not None
+            and epoch == self._epoch  # trusted
             and (self._restore_debt or conn.dialect != "mysql" or conn.moved_counters)
         )
         if sequences and not self._alone(conn):
@@ -167,8 +177,8 @@ class ConnectionsMixin:
     ) -> OwnedConnection:
         if connector.is_async:
             raise ConfigError(f"{connector.kind} is an asyncio driver: use acheckout() / alease().")
-        holder = current_holder()
-        if not state.open_lock.acquire(holder, self.queue_timeout):
+        # An owner being checked out is not registered yet: nobody else can open for it.
+        if register and not state.open_lock.acquire(current_holder(), self.queue_timeout):
             raise OwnershipError(f"Timed out waiting to open owner {state.name!r}'s connection.")
         try:
             if state.conn is not None:
@@ -211,7 +221,8 @@ class ConnectionsMixin:
                 raise state.stale_error()
             return conn
         finally:
-            state.open_lock.release()
+            if register:
+                state.open_lock.release()
 
     async def _open_async(
         self, state: OwnerState, connector: AsyncConnector, *, register: bool = False
@@ -219,8 +230,10 @@ class ConnectionsMixin:
         if not connector.is_async:
             raise ConfigError(f"{connector.kind} is a blocking driver: use checkout() / lease().")
         holder = current_holder()
-        if not state.open_lock.try_acquire(holder) and not await state.open_lock.aacquire(
-            holder, self.queue_timeout
+        if (
+            register
+            and not state.open_lock.try_acquire(holder)
+            and not await state.open_lock.aacquire(holder, self.queue_timeout)
         ):
             raise OwnershipError(f"Timed out waiting to open owner {state.name!r}'s connection.")
         try:
@@ -273,7 +286,8 @@ class ConnectionsMixin:
                 raise state.stale_error()
             return conn
         finally:
-            state.open_lock.release()
+            if register:
+                state.open_lock.release()
 
     async def _aconnect(self, connector: AsyncConnector, host: HostLoop | None) -> AsyncAdapter:
         # A fresh context: a connection keeps the context of its I/O callbacks
@@ -292,7 +306,11 @@ class ConnectionsMixin:
         dead: list[tuple[Any, asyncio.AbstractEventLoop | None]] = []
         adapter = None
         with self._lock:
-            for key in [k for k in self._idle if k[1] is not None and k[1].is_closed()]:
+            closed = []
+            for key in self._idle:
+                if key[1] is not None and key[1].is_closed():
+                    closed.append(key)
+            for key in closed:
                 dead.extend((a, key[1]) for a in self._idle.pop(key))
             pool = self._idle.get((kind, loop))
             if pool and self._restore_debt:

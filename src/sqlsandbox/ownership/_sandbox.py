@@ -28,6 +28,7 @@ from .._urls import DatabaseURL
 from ._adapter import normalize_isolation_level
 from ._connection import _CHECKIN, Lease
 from ._connections import ConnectionsMixin, _deferred_error, _running_loop
+from ._lock import running_task
 from ._messages import DOCS_PAGE, caller_name, describe, not_owner
 from ._owner import Owner, OwnerState
 from ._registry import register_sandbox
@@ -55,31 +56,35 @@ class _Binding:
 
     __slots__ = ("allowed", "ref", "state")
 
-    def __init__(self, handle: Owner, *, allowed: bool) -> None:
-        self.state = handle._s
-        self.ref = weakref.ref(handle)
+    def __init__(self, state: OwnerState, *, allowed: bool) -> None:
+        self.state = state
+        self.ref = state.handle_ref
         self.allowed = allowed
 
     @property
     def live(self) -> bool:
-        return self.state.status == "active" and self.ref() is not None
+        ref = self.ref
+        return self.state.status == "active" and ref is not None and ref() is not None
 
 
 _UNBOXED = _Binding.__new__(_Binding)
 _UNSET: Any = object()
 
 
-def _current_task() -> asyncio.Task[Any] | None:
-    try:
-        return asyncio.current_task()
-    except RuntimeError:
-        return None
+_current_task = running_task
 
 
-def _owner_gone(sandbox_ref: weakref.ref[Sandbox], state: OwnerState) -> None:
-    """Finalizer of an Owner handle: nothing can reach the owner any more."""
+def _owner_gone(sandbox_ref: weakref.ref[Sandbox], token: str, ref: weakref.ref[Owner]) -> None:
+    """Weakref callback of an Owner handle: nothing can reach the owner any more.
+
+    The callback holds the token, not the state (which holds the weakref): no
+    reference cycle to collect for every checkout.
+    """
     sandbox = sandbox_ref()
-    if sandbox is not None and state.status == "active":
+    if sandbox is None:
+        return
+    state = sandbox._owners.get(token)
+    if state is not None and state.handle_ref is ref and state.status == "active":
         # next() on a count is atomic, unlike += on an attribute.
         sandbox._gone = max(sandbox._gone, next(sandbox._gone_counter))
         call_soon(lambda: sandbox._reap(state))
@@ -145,6 +150,8 @@ class Sandbox(ConnectionsMixin):
         self._owners: dict[str, OwnerState] = {}
         self._tokens: dict[str, OwnerState] = {}
         self._allowed: weakref.WeakKeyDictionary[object, OwnerState] = weakref.WeakKeyDictionary()
+        # Whether _allowed was ever used: even len() of a WeakKeyDictionary is a Python call.
+        self._any_allowed = False
         self._idle: dict[tuple[str, asyncio.AbstractEventLoop | None], list[Any]] = {}
         self._connectors: list[Connector | AsyncConnector] = []
         self._closed = False
@@ -264,12 +271,15 @@ class Sandbox(ConnectionsMixin):
                     f"See {DOCS_PAGE}#checkout"
                 )
         timeout = self.ownership_timeout if ownership_timeout is _UNSET else ownership_timeout
-        level = self.isolation_level if isolation_level is _UNSET else isolation_level
+        if isolation_level is _UNSET:
+            level = self.isolation_level  # normalized already
+        else:
+            level = normalize_isolation_level(isolation_level)
         return OwnerState(
             self,
             name=name or caller_name(),
             sandboxed=sandbox,
-            isolation_level=normalize_isolation_level(level),
+            isolation_level=level,
             timeout=timeout or None,
             thread_ident=threading.get_ident(),
             task=_current_task(),
@@ -277,17 +287,19 @@ class Sandbox(ConnectionsMixin):
 
     def _register(self, state: OwnerState) -> Owner:
         handle = Owner(state)
-        state.handle_ref = weakref.ref(handle)
-        state.finalizer = weakref.finalize(handle, _owner_gone, self._self_ref, state)
-        state.finalizer.atexit = False
+        token = state.token
+        state.handle_ref = weakref.ref(
+            handle, functools.partial(_owner_gone, self._self_ref, token)
+        )
         with self._lock:
-            self._owners[state.token] = state
-            self._tokens[state.token] = state
+            self._owners[token] = state
+            self._tokens[token] = state
         if state.timeout:
             state_ref = weakref.ref(state)
             state.timer = call_later(state.timeout, lambda: self._expire(state_ref))
-        self._var.set(_Binding(handle, allowed=False))
-        task = _current_task()
+        self._var.set(_Binding(state, allowed=False))
+        task_ref = state.task_ref
+        task = task_ref() if task_ref is not None else None
         if task is not None:
             # The task keeps its owner until it is done (its done callbacks run
             # before whoever awaits it resumes).
@@ -295,11 +307,11 @@ class Sandbox(ConnectionsMixin):
             if held is None:
                 held = self._task_holders[task] = {}
                 task.add_done_callback(self._drop_task_holder)
-            held[state.token] = handle
+            held[token] = handle
         else:
             # Thread-local storage is freed when the thread ends.
             held = self._tls.__dict__.setdefault("owners", {})
-            held[state.token] = handle
+            held[token] = handle
         return handle
 
     def checkout(
@@ -327,8 +339,9 @@ class Sandbox(ConnectionsMixin):
             isolation_level=isolation_level,
         )
         if not lazy:
-            chosen = connector or self._default_connector(is_async=False)
-            state.conn = self._open_sync(state, cast("Connector", chosen))
+            if connector is None:
+                connector = cast("Connector", self._default_connector(is_async=False))
+            state.conn = self._open_sync(state, connector)
         return self._register(state)
 
     async def acheckout(
@@ -448,17 +461,19 @@ class Sandbox(ConnectionsMixin):
             for alias in state.aliases:
                 if self._tokens.get(alias) is state:
                     del self._tokens[alias]
-            for key, value in list(self._allowed.items()):
-                if value is state:
-                    del self._allowed[key]
+            if self._any_allowed:
+                for key, value in list(self._allowed.items()):
+                    if value is state:
+                        del self._allowed[key]
             if self._shared is state:
                 self._shared = None
                 self._mode = "manual"
         if state.timer is not None:
             state.timer.cancel()
-        if state.finalizer is not None:
-            state.finalizer.detach()
-        task = state.task
+        # Nothing to reap once retired: without the weakref, its callback never runs.
+        state.handle_ref = None
+        task_ref = state.task_ref
+        task = task_ref() if task_ref is not None else None
         held = (
             self._task_holders.get(task) if task is not None else self._tls.__dict__.get("owners")
         )
@@ -520,7 +535,7 @@ class Sandbox(ConnectionsMixin):
             if binding is _UNBOXED:
                 return None
             return binding.state if binding.live else None
-        if self._allowed:
+        if self._any_allowed and self._allowed:
             task = _current_task()
             found = self._allowed.get(task) if task is not None else None
             if found is None:
@@ -620,9 +635,10 @@ class Sandbox(ConnectionsMixin):
                         "choose a unique token per owner."
                     )
                 self._tokens[target] = state
-                state.aliases.append(target)
+                state.aliases = (*state.aliases, target)
             elif isinstance(target, asyncio.Task | threading.Thread):
                 self._allowed[target] = state
+                self._any_allowed = True
             else:
                 raise TypeError(
                     "allow() target must be an asyncio.Task, a threading.Thread or a token "
@@ -651,7 +667,7 @@ class Sandbox(ConnectionsMixin):
         handle = _handle(state)
         if handle is None:
             raise state.stale_error()
-        reset = self._var.set(_Binding(handle, allowed=True))
+        reset = self._var.set(_Binding(state, allowed=True))
         try:
             yield handle
         finally:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._exceptions import OwnershipError
 from ._connection import Lease
+from ._host import host_loop
 
 if TYPE_CHECKING:
     from ._connection import OwnedConnection
@@ -34,7 +35,11 @@ def _run(conn: OwnedConnection, coro: Coroutine[Any, Any, None]) -> None:
         conn.host.run_sync(coro)
         return
     loop = conn.loop
-    if loop is None or loop.is_closed():
+    if loop is None:
+        # Not bound to a loop (psycopg, aiosqlite): any loop will do.
+        host_loop().run_sync(coro)
+        return
+    if loop.is_closed():
         coro.close()
         raise OwnershipError(
             f"The asyncio connection of owner {conn.owner!r} belongs to an event loop that "

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Budget", "BudgetPlan"]
 
-#: Connections sqlsandbox itself holds per worker: the registry, and one short-lived admin.
-OWN_CONNECTIONS_PER_WORKER = 2
+#: Connections sqlsandbox itself holds per worker: the registry, the admin one, and three
+#: more the warm pool opens when it first has work (clones made and dropped side by side).
+OWN_CONNECTIONS_PER_WORKER = 5
 #: Databases a worker needs at the least: its own clone and one fresh clone for a test.
 MIN_DATABASES_PER_WORKER = 2
 #: Databases a worker may hold when no ``max_databases`` is set.

@@ -16,8 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import filelock
-
 from .._exceptions import ProvisioningError
 
 if TYPE_CHECKING:
@@ -49,6 +47,8 @@ def build_lock(
     a positive *timeout* that runs out raises ProvisioningError describing
     *what* was being waited for; None waits for ever.
     """
+    import filelock  # only builders and pruners get here: not imported by cached starts
+
     path = _lock_path(cache_dir, registry, key)
     started = time.monotonic()
     lock = filelock.FileLock(str(path), timeout=-1 if timeout is None else timeout)

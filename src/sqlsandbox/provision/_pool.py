@@ -74,6 +74,8 @@ class _Pool:
     dropped: int = 0
     waited_s: float = 0.0
     error: BaseException | None = None
+    #: Clones made for a later run (never handed out here): at close they stay, as spares.
+    spare: bool = False
 
 
 class WarmPool:
@@ -88,6 +90,7 @@ class WarmPool:
         max_databases: int,
         max_warm: int,
         fill_threads: int = 1,
+        drop_batch: int = 1,
     ) -> None:
         self.server = server
         self.registry = registry
@@ -98,12 +101,22 @@ class WarmPool:
         self._pools: dict[tuple[str, str], _Pool] = {}
         self._drops: collections.deque[tuple[str, _Pool | None]] = collections.deque()
         self._leased: dict[str, _Pool] = {}
+        self._spare_limits: dict[tuple[str, str], int] = {}
         self._dropping = 0
         self._closed = False
         #: The thread that called close(), for the error of a late acquire.
         self._closed_by: str | None = None
+        #: Used clones dropped side by side (see _next).
+        self.drop_batch = max(1, drop_batch)
+        #: Servers for fillers and batched drops: the first is ours, the others connect on
+        #: their own (one connection serialises its statements; clones and drops overlap).
+        count = max(fill_threads, self.drop_batch, 1)
+        self._servers: list[Server | None] = [server] + [None] * (count - 1)
+        self._servers_lock = threading.Lock()
         self._threads = [
-            threading.Thread(target=self._fill, name=f"sqlsandbox-warm-pool-{i}", daemon=True)
+            threading.Thread(
+                target=self._fill, args=(i,), name=f"sqlsandbox-warm-pool-{i}", daemon=True
+            )
             for i in range(max(1, fill_threads))
         ]
         for thread in self._threads:
@@ -172,6 +185,19 @@ class WarmPool:
             # A filler may now refill this pool.
             self._cond.notify_all()
             return name
+
+    def keep_spare(self, template: Template, kind: str, *, limit: int) -> None:
+        """Make a clone of *template* for *kind* for a later run, when there is nothing else to do.
+
+        It is left on the server as a spare when the pool closes (see
+        ``Registry.claim_spare``), unless *limit* spares already wait.
+        """
+        with self._cond:
+            key = (template.name, f"{kind}+spare")
+            if key not in self._pools:
+                self._pools[key] = _Pool(template, kind, target=1, grows=False, spare=True)
+                self._spare_limits[key] = limit
+                self._cond.notify_all()
 
     def adopt(self, name: str, template: Template, kind: str) -> None:
         """Count *name* (cloned by the caller) as leased, so release and close handle it."""
@@ -280,23 +306,95 @@ class WarmPool:
             + self._dropping
         )
 
-    def _next(self) -> tuple[str, _Pool | None, str | None] | None:
-        """Pick the next job (caller holds the lock)."""
+    def _next(self) -> tuple[_Pool | None, list[tuple[str, _Pool | None]]] | None:
+        """Pick the next job: a pool to make a clone for, or clones to drop (lock held).
+
+        Used clones are dropped in batches, side by side: PostgreSQL's
+        ``DROP DATABASE`` waits for a checkpoint, and drops that ask at once
+        share one. A batch goes when it is full, when the budget needs the
+        room, or when nothing else is to be done; always before refills
+        (a refill is for later, a drop is work left for the end otherwise).
+        """
         room = self._count() < self.max_databases
         if room:
             for pool in self._pools.values():
                 # Waiters not yet woken by a clone already made count as served.
                 if pool.error is None and pool.waiters > pool.creating + len(pool.ready):
-                    return ("create", pool, None)
-            for pool in self._pools.values():
-                if pool.error is None and len(pool.ready) + pool.creating < pool.target:
-                    return ("create", pool, None)
+                    return (pool, [])
+        if self._drops and (len(self._drops) >= self.drop_batch or not room):
+            return (None, self._take_drops())
+        wanting = [
+            pool
+            for pool in self._pools.values()
+            if pool.error is None and len(pool.ready) + pool.creating < pool.target
+        ]
+        if room:
+            for pool in wanting:
+                if not pool.spare:
+                    return (pool, [])
         if self._drops:
-            name, owner = self._drops.popleft()
-            return ("drop", owner, name)
+            return (None, self._take_drops())
+        if room and wanting:
+            return (wanting[0], [])  # a spare: nothing else is left to do
         return None
 
-    def _fill(self) -> None:
+    def _take_drops(self) -> list[tuple[str, _Pool | None]]:
+        batch: list[tuple[str, _Pool | None]] = []
+        while self._drops and len(batch) < self.drop_batch:
+            batch.append(self._drops.popleft())
+        self._dropping += len(batch)
+        return batch
+
+    def _server(self, index: int) -> Server:
+        """Return server *index*, connecting a sibling of ours on first use."""
+        with self._servers_lock:
+            server = self._servers[index]
+            if server is None:
+                from ..servers import connect_server
+
+                strategy = getattr(self.server, "clone_strategy", None)
+                options = {"clone_strategy": strategy} if strategy else {}
+                server = connect_server(self.server.url, **options)
+                if type(server) is not type(self.server):
+                    # A backend of the caller's own (a subclass): only it knows how it clones.
+                    server.close()
+                    server = self.server
+                self._servers[index] = server
+            return server
+
+    def _drop_side_by_side(
+        self, batch: list[tuple[str, _Pool | None]], *, first: int = 0
+    ) -> list[str]:
+        """Drop every clone of *batch* at once, each on a server of its own; return those gone.
+
+        The servers are ``_servers[first:]``, wrapping around.
+        """
+        dropped: list[str] = []
+
+        def drop(index: int, name: str, pool: _Pool | None) -> None:
+            try:
+                server = self._server((first + index) % len(self._servers))
+            except Exception:
+                server = self.server
+            if self._drop(name, pool, server):
+                dropped.append(name)
+
+        if len(batch) == 1:
+            drop(0, *batch[0])
+            return dropped
+        threads = [
+            threading.Thread(
+                target=drop, args=(i, name, pool), name=f"sqlsandbox-drop-{i}", daemon=True
+            )
+            for i, (name, pool) in enumerate(batch)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return dropped
+
+    def _fill(self, index: int) -> None:
         while True:
             with self._cond:
                 while True:
@@ -307,23 +405,28 @@ class WarmPool:
                     if job is not None:
                         break
                     self._cond.wait()
-                action, pool, name = job
-                if action == "create":
-                    assert pool is not None
+                pool, batch = job
+                if pool is not None:
                     pool.creating += 1
-                else:
-                    self._dropping += 1
-            if action == "create":
-                assert pool is not None
-                self._create(pool)
-            else:
-                assert name is not None
-                self._drop(name, pool)
+            if pool is None:
+                self._drop_side_by_side(batch)
+                continue
+            try:
+                server = self._server(index)
+            except Exception:
+                server = self.server
+            self._create(pool, server)
 
-    def _create(self, pool: _Pool) -> None:
+    def _create(self, pool: _Pool, server: Server) -> None:
         template = pool.template
         name = make_name(template.fingerprint.value, pool.kind)
         error: BaseException | None = None
+        if pool.spare and self._enough_spares(pool):
+            with self._cond:
+                pool.creating -= 1
+                pool.target = 0
+                self._cond.notify_all()
+            return
         try:
             self.registry.add_database(
                 name,
@@ -335,7 +438,7 @@ class WarmPool:
             try:
                 # The backend retries "being accessed by other users" itself,
                 # terminating whoever sits on the template.
-                self.server.clone_database(name, template.name)
+                server.clone_database(name, template.name)
             except BaseException:
                 with contextlib.suppress(Exception):
                     self.registry.remove_database(name)
@@ -349,17 +452,27 @@ class WarmPool:
             pool.creating -= 1
             if error is not None:
                 pool.error = error
-            elif self._closed:
+            elif self._closed and not pool.spare:
                 self._drops.append((name, pool))
             else:
                 pool.created += 1
                 pool.ready.append(name)
             self._cond.notify_all()
 
-    def _drop(self, name: str, pool: _Pool | None) -> None:
+    def _enough_spares(self, pool: _Pool) -> bool:
+        limit = self._spare_limits.get((pool.template.name, f"{pool.kind}+spare"), 1)
         try:
-            self.server.drop_database(name, missing_ok=True)
+            return self.registry.spares(pool.template.fingerprint.value, pool.kind) >= limit
+        except Exception:
+            return True  # a spare is a favour to the next run: never worth a failure
+
+    def _drop(self, name: str, pool: _Pool | None, server: Server) -> bool:
+        """Drop *name* (counted in ``_dropping``); return whether it is gone."""
+        gone = False
+        try:
+            server.drop_database(name, missing_ok=True)
             self.registry.remove_database(name)
+            gone = True
         except Exception as exc:
             # The row stays, so the reaper retries once this process is gone.
             log.warning(
@@ -370,35 +483,71 @@ class WarmPool:
             if pool is not None:
                 pool.dropped += 1
             self._cond.notify_all()
+        return gone
 
     # -- shutdown ---------------------------------------------------------------
 
     def close(self) -> list[str]:
-        """Stop the fillers and drop every clone this pool made; return the dropped names."""
+        """Stop the fillers and drop every clone this pool made; return the dropped names.
+
+        Spares (see :meth:`keep_spare`) stay, registered for a later run. The
+        clones already done with are dropped while the fillers finish what
+        they are making, on servers the fillers do not use.
+        """
         with self._cond:
             if self._closed:
                 return []
             self._closed = True
             self._closed_by = threading.current_thread().name
             self._cond.notify_all()
+        dropped: list[str] = []
+        fillers = len(self._threads)
+        spare_servers = max(1, len(self._servers) - fillers)
+        early = threading.Thread(
+            target=self._drop_in_batches,
+            args=(self._take_unused(), dropped, fillers % len(self._servers), spare_servers),
+            name="sqlsandbox-close-drops",
+            daemon=True,
+        )
+        early.start()
         for thread in self._threads:
             thread.join()
+        late = self._take_unused()
         with self._cond:
-            names = [name for name, _pool in self._drops]
+            spares = [name for pool in self._pools.values() if pool.spare for name in pool.ready]
+            for pool in self._pools.values():
+                pool.ready.clear()
+        for name in spares:
+            try:
+                self.registry.mark_spare(name)
+            except Exception:
+                late.append((name, None))  # not left for later: dropped with the rest
+                with self._cond:
+                    self._dropping += 1
+        early.join()
+        self._drop_in_batches(late, dropped, 0, len(self._servers))
+        for sibling in self._servers[1:]:
+            if sibling is not None and sibling is not self.server:
+                with contextlib.suppress(Exception):
+                    sibling.close()
+        return dropped
+
+    def _take_unused(self) -> list[tuple[str, _Pool | None]]:
+        """Take every clone to drop at close but spares (counted in ``_dropping``)."""
+        with self._cond:
+            batch = list(self._drops)
             self._drops.clear()
             for pool in self._pools.values():
-                names.extend(pool.ready)
-                pool.ready.clear()
-            names.extend(self._leased)
+                if not pool.spare:
+                    batch.extend((name, pool) for name in pool.ready)
+                    pool.ready.clear()
+            batch.extend(self._leased.items())
             self._leased.clear()
-        dropped = []
-        for name in names:
-            try:
-                self.server.drop_database(name, missing_ok=True)
-                self.registry.remove_database(name)
-                dropped.append(name)
-            except Exception as exc:
-                log.warning(
-                    "sqlsandbox: dropping %s failed: %s", name, scrub(str(exc), self.server.url)
-                )
-        return dropped
+            self._dropping += len(batch)
+        return batch
+
+    def _drop_in_batches(
+        self, batch: list[tuple[str, _Pool | None]], dropped: list[str], first: int, width: int
+    ) -> None:
+        for start in range(0, len(batch), width):
+            dropped += self._drop_side_by_side(batch[start : start + width], first=first)

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._exceptions import ProvisioningError
-from ..servers._embedded import default_cache_dir
+from ..servers._embedded_paths import default_cache_dir
+from ..servers._errors import scrub
 from ._budget import Budget, BudgetPlan
 from ._names import REGISTRY_DATABASE, check_kind, make_name
 from ._pool import PoolStats, WarmPool
@@ -102,8 +103,14 @@ class Provisioner:
     worker). *budget* limits databases and connections; *warm* maps a kind to
     how many clones to keep ready (default ``DEFAULT_WARM``); with *adaptive*
     a pool whose test had to wait grows by one, up to *max_warm* and the
-    budget. *registry_database* names the registry (tests use their own). *on_progress* receives
-    one-line messages while templates are built (which migration runs).
+    budget; *fill_threads* threads make and drop clones, each on a connection
+    of its own (the first shares this object's server), and drop used ones
+    up to *drop_batch* at once (PostgreSQL makes each ``DROP DATABASE`` wait
+    for a checkpoint; drops that ask together share one). *registry_database*
+    names the registry (tests use their own). *on_progress* receives
+    one-line messages while templates are built (which migration runs). With
+    *isolated_builds* migrations and seed run in a child process, so nothing
+    they import or set stays in this one (the pytest plugin builds this way).
     """
 
     def __init__(
@@ -115,7 +122,8 @@ class Provisioner:
         warm: Mapping[str, int] | None = None,
         max_warm: int = 8,
         adaptive: bool = True,
-        fill_threads: int = 1,
+        fill_threads: int = 2,
+        drop_batch: int = 4,
         cache_dir: Path | str | None = None,
         on_progress: Callable[[str], None] | None = None,
         lock_timeout: float | None = 600.0,
@@ -124,6 +132,7 @@ class Provisioner:
         stale_after: float = DEFAULT_STALE_AFTER,
         heartbeat_interval: float = 30.0,
         registry_database: str = REGISTRY_DATABASE,
+        isolated_builds: bool = False,
     ) -> None:
         self.server = server
         self.budget = budget or Budget()
@@ -147,6 +156,7 @@ class Provisioner:
             lock_timeout=lock_timeout,
             keep_templates=keep_templates,
             stale_after=stale_after,
+            isolated=isolated_builds,
         )
         self._pool = WarmPool(
             server,
@@ -155,11 +165,13 @@ class Provisioner:
             max_databases=self.budget.databases_per_worker(),
             max_warm=max_warm,
             fill_threads=fill_threads,
+            drop_batch=drop_batch,
         )
         self._templates: dict[TemplateSpec, Template] = {}
         self._default: Template | None = None
         self._template_lock = threading.Lock()
         self._closed = False
+        self._reaper: threading.Thread | None = None
         self._stop = threading.Event()
         # Set after every heartbeat: lets tests observe the thread without sleeping.
         self._beaten = threading.Event()
@@ -274,10 +286,20 @@ class Provisioner:
     def clone(
         self, kind: str = "test", *, template: Template | TemplateSpec | None = None
     ) -> Lease:
-        """Lease a clone made right now in this thread, bypassing the warm pool."""
+        """Lease a clone made right now in this thread, bypassing the warm pool.
+
+        A spare an earlier run left (see :meth:`keep_spare`) is taken instead
+        when there is one: as fresh as a new clone, and no wait for the server.
+        """
         self._check_open()
         check_kind(kind)
         resolved = self._resolve(template)
+        spare = self.registry.claim_spare(resolved.fingerprint.value, kind, self.owner.owner_id)
+        if spare is not None:
+            if self.server.database_exists(spare):
+                self._pool.adopt(spare, resolved, kind)
+                return Lease(self, spare, kind, resolved, self.server.database_url(spare))
+            self.registry.remove_database(spare)  # dropped by hand since: forget it
         name = make_name(resolved.fingerprint.value, kind)
         self.registry.add_database(
             name,
@@ -294,6 +316,20 @@ class Provisioner:
             raise
         self._pool.adopt(name, resolved, kind)
         return Lease(self, name, kind, resolved, self.server.database_url(name))
+
+    def keep_spare(
+        self, kind: str, *, template: Template | TemplateSpec | None = None, limit: int = 1
+    ) -> None:
+        """Make a clone for *kind* in the background and leave it for the next run's ``clone``.
+
+        The warm pool makes it when it has nothing else to do; ``close``
+        registers it as a spare (no owner) instead of dropping it, unless
+        *limit* spares of the template for *kind* already wait. Spares go
+        with their template (``prune_templates``).
+        """
+        self._check_open()
+        check_kind(kind)
+        self._pool.keep_spare(self._resolve(template), kind, limit=max(1, limit))
 
     def prewarm(
         self, kind: str, count: int, *, template: Template | TemplateSpec | None = None
@@ -326,6 +362,26 @@ class Provisioner:
             self._report(f"dropped {len(report.dropped)} database(s) left by dead runs")
         return report
 
+    def reap_later(self) -> None:
+        """Reap (see :meth:`reap`) in a background thread; ``close`` waits for it.
+
+        What crashed runs left behind is no reason to make this run wait: the
+        drops take 10-30 ms each, and nothing of this run depends on them.
+        """
+        self._check_open()
+
+        def run() -> None:
+            try:
+                self.reap()
+            except Exception as exc:
+                log.warning(
+                    "sqlsandbox: reaping dead runs failed: %s", scrub(str(exc), self.server.url)
+                )
+
+        thread = threading.Thread(target=run, name="sqlsandbox-reap", daemon=True)
+        self._reaper = thread
+        thread.start()
+
     def prune_templates(self, *, keep: int = 0, dry_run: bool = False) -> ReapReport:
         """Drop complete templates no live run uses, keeping the *keep* newest per project."""
         return prune_templates(
@@ -345,6 +401,8 @@ class Provisioner:
         self._closed = True
         self._stop.set()
         started = time.perf_counter()
+        if self._reaper is not None:
+            self._reaper.join()
         try:
             self._pool.close()
             for row in self.registry.databases(owner_id=self.owner.owner_id):

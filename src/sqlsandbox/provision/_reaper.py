@@ -118,9 +118,10 @@ def prune_templates(
     dry_run: bool = False,
     report_to: Callable[[str], None] | None = None,
 ) -> ReapReport:
-    """Drop complete templates no live run uses, keeping the *keep* newest per project.
+    """Drop complete templates no live run uses, and their spares; keep the *keep* newest.
 
-    Only *project*'s templates are considered if given; fingerprints in
+    The newest are counted per project. Only *project*'s templates are
+    considered if given; fingerprints in
     *exclude* are always kept. A template whose build lock is held (being
     built or checked right now) is skipped, never waited for.
     """
@@ -147,8 +148,14 @@ def prune_templates(
                 continue
             if any(owner in alive for owner in registry.users_of(row.fingerprint)):
                 continue
+            spares = [
+                other
+                for other in registry.databases(fingerprint=row.fingerprint)
+                if other.state == "spare"
+            ]
             if dry_run:
                 report.dropped.append(row.name)
+                report.dropped.extend(spare.name for spare in spares)
                 continue
             with contextlib.ExitStack() as stack:
                 held = stack.enter_context(
@@ -168,6 +175,8 @@ def prune_templates(
                 ):
                     continue
                 _drop(server, registry, row, report)
+                for spare in spares:  # clones a run left for the next: of no use without it
+                    _drop(server, registry, spare, report)
                 if report_to is not None and row.name in report.dropped:
                     report_to(f"dropped old template {row.name} ({row.label or 'no label'})")
     return report

@@ -15,7 +15,8 @@ heartbeats compare across machines whatever their clocks say):
   pid, process start time, heartbeat).
 - ``sqlsandbox_databases``: one row per database we created, written *before*
   the database exists and deleted *after* it is dropped, with its state
-  (``building``/``ready`` for templates, ``clone`` for clones) and owner.
+  (``building``/``ready`` for templates, ``clone`` for clones, ``spare`` for
+  an unused clone a run left for the next one) and owner.
 - ``sqlsandbox_uses``: which owner uses which template, so pruning never
   drops a template a live run is cloning from.
 """
@@ -34,13 +35,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import filelock
-import psutil
-
 from .._exceptions import ProvisioningError, SandboxError
 from ..servers._errors import cause_fix, scrub
 from . import _dbapi
 from ._names import REGISTRY_DATABASE
+from ._process import process_state, start_time
 
 if TYPE_CHECKING:
     from ..servers._base import Server
@@ -103,7 +102,7 @@ class Owner:
             run_id=run_id or uuid.uuid4().hex[:16],
             host=socket.gethostname(),
             pid=pid,
-            pid_started=psutil.Process(pid).create_time(),
+            pid_started=start_time(pid) or 0.0,
         )
 
 
@@ -152,15 +151,14 @@ def owner_alive(row: OwnerRow, *, now: float, stale_after: float) -> bool:
     their heartbeat must be fresher than *stale_after* seconds.
     """
     if row.host == socket.gethostname():
+        state = process_state(row.pid)
+        if state != "running":
+            return state == "unknown"
         try:
-            process = psutil.Process(row.pid)
-            if process.status() == psutil.STATUS_ZOMBIE:
-                return False
-            return bool(abs(process.create_time() - row.pid_started) < 1.0)
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            return False
-        except psutil.AccessDenied:
-            return True
+            started = start_time(row.pid)
+        except Exception:
+            return True  # not ours to ask: never drop what may be a live run's
+        return started is not None and abs(started - row.pid_started) < 1.0
     return now - row.heartbeat_at < stale_after
 
 
@@ -220,7 +218,8 @@ class Registry:
         with self._lock:
             conn = self._connection()
             try:
-                self._create_schema(conn)
+                if not self._has_schema(conn):
+                    self._create_schema(conn)
             except BaseException as exc:
                 with contextlib.suppress(Exception):
                     conn.close()
@@ -252,6 +251,17 @@ class Registry:
 
     def _connect(self) -> Any:
         conn = _dbapi.connect(self.url, autocommit=True, threadsafe=True)
+        if self.backend == "postgresql":
+            # No WAL flush per registry write: each costs 1-2 ms (far more on a busy
+            # disk) and every run makes several. A crash of the server can lose only
+            # the last writes: a row written before a CREATE DATABASE is made durable
+            # by that statement's own flush; a lost heartbeat, use, removal or
+            # completion is made good by the reaper, or by building again.
+            try:
+                conn.execute("SET synchronous_commit = off")
+            except Exception as exc:
+                conn.close()
+                raise self._error("open", exc) from exc
         if self.backend == "sqlite":
             try:
                 conn.execute("PRAGMA journal_mode = WAL")
@@ -264,6 +274,31 @@ class Registry:
         if self._conn is None:
             self._conn = self._connect()
         return self._conn
+
+    def _has_schema(self, conn: Any) -> bool:
+        """Return whether every registry table exists (one read, no DDL, no commit)."""
+        names = ("sqlsandbox_owners", "sqlsandbox_databases", "sqlsandbox_uses")
+        if self.backend == "postgresql":
+            sql = (
+                "SELECT count(*) FROM pg_catalog.pg_tables "
+                "WHERE schemaname = current_schema() AND tablename = ANY(%s)"
+            )
+            params: tuple[Any, ...] = (list(names),)
+        elif self.backend == "sqlite":
+            sql = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?, ?)"
+            params = names
+        else:
+            sql = (
+                "SELECT count(*) FROM information_schema.tables "
+                "WHERE table_schema = DATABASE() AND table_name IN (%s, %s, %s)"
+            )
+            params = names
+        cur = conn.cursor()
+        try:
+            cur.execute(sql, params)
+            return int(cur.fetchone()[0]) == len(names)
+        finally:
+            cur.close()
 
     def _create_schema(self, conn: Any) -> None:
         if self.backend == "postgresql":
@@ -419,6 +454,53 @@ class Registry:
             (build_s, name),
         )
 
+    def mark_spare(self, name: str) -> None:
+        """Leave the unused clone *name* for a later run (no owner: the reaper keeps it)."""
+        self._run(
+            "UPDATE sqlsandbox_databases SET state = 'spare', owner_id = NULL, "
+            "last_used_at = {now} WHERE name = %s",
+            (name,),
+        )
+
+    def spares(self, fingerprint: str, kind: str) -> int:
+        """Return how many spare clones of *fingerprint* for *kind* wait for a run."""
+        rows = self._run(
+            "SELECT count(*) FROM sqlsandbox_databases "
+            "WHERE fingerprint = %s AND kind = %s AND state = 'spare'",
+            (fingerprint, kind),
+        )
+        return int(rows[0][0])
+
+    def claim_spare(self, fingerprint: str, kind: str, owner_id: str) -> str | None:
+        """Make a spare clone of *fingerprint* for *kind* owned by *owner_id*; return its name.
+
+        None if there is none. Processes claiming at the same time never get the same one.
+        """
+        if self.backend == "postgresql":
+            rows = self._run(
+                "UPDATE sqlsandbox_databases SET state = 'clone', owner_id = %s, "
+                "last_used_at = {now} WHERE name = (SELECT name FROM sqlsandbox_databases "
+                "WHERE fingerprint = %s AND kind = %s AND state = 'spare' "
+                "ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING name",
+                (owner_id, fingerprint, kind),
+            )
+            return str(rows[0][0]) if rows else None
+        candidates = self._run(
+            "SELECT name FROM sqlsandbox_databases "
+            "WHERE fingerprint = %s AND kind = %s AND state = 'spare' ORDER BY created_at",
+            (fingerprint, kind),
+        )
+        for (name,) in candidates:
+            self._run(
+                "UPDATE sqlsandbox_databases SET state = 'clone', owner_id = %s, "
+                "last_used_at = {now} WHERE name = %s AND state = 'spare'",
+                (owner_id, name),
+            )
+            rows = self._run("SELECT owner_id FROM sqlsandbox_databases WHERE name = %s", (name,))
+            if rows and rows[0][0] == owner_id:
+                return str(name)
+        return None
+
     def touch(self, name: str) -> None:
         """Record that the template *name* was used now."""
         self._run("UPDATE sqlsandbox_databases SET last_used_at = {now} WHERE name = %s", (name,))
@@ -476,7 +558,32 @@ class Registry:
                 conn.close()
 
     @contextlib.contextmanager
+    def shared_lock(self, key: str) -> Iterator[bool]:
+        """Try to hold the server lock *key* shared, on the registry connection; yield if held.
+
+        PostgreSQL only (elsewhere this yields False). Processes that only
+        read a finished template take its lock shared: a builder or a pruner
+        (which hold it exclusively, see :meth:`server_lock`) never works under
+        them, and they need neither a connection of their own nor the local
+        file lock. Never waits: False means someone holds it exclusively.
+        """
+        if self.backend != "postgresql":
+            yield False
+            return
+        lock_key = _lock_key(key)
+        held = bool(self._run("SELECT pg_try_advisory_lock_shared(%s)", (lock_key,))[0][0])
+        try:
+            yield held
+        finally:
+            if held:
+                # If the connection broke meanwhile, the lock went with its session.
+                with contextlib.suppress(Exception):
+                    self._run("SELECT pg_advisory_unlock_shared(%s)", (lock_key,))
+
+    @contextlib.contextmanager
     def _directory_lock(self, key: str, timeout: float | None) -> Iterator[bool]:
+        import filelock
+
         folder = Path(str(self.url.database)).parent / ".sqlsandbox-locks"
         folder.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:24]

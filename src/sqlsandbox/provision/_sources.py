@@ -15,7 +15,7 @@ import configparser
 import contextlib
 import dataclasses
 import importlib
-import importlib.util
+import importlib.machinery
 import inspect
 import logging
 import os
@@ -37,6 +37,7 @@ __all__ = [
     "AlembicSource",
     "BuildContext",
     "CallableSource",
+    "ChildError",
     "MetadataSource",
     "MigrationSource",
     "SQLSource",
@@ -80,8 +81,14 @@ class StepFailed(Exception):
         self.error = error
 
 
+class ChildError(Exception):
+    """A build step that failed in a child process, described as that process wrote it."""
+
+
 def describe_error(exc: BaseException) -> str:
     """Return the database error inside *exc* on a few lines, with passwords masked."""
+    if isinstance(exc, ChildError):
+        return scrub_urls(str(exc))
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip() or type(orig).__name__
     lines = [line for line in text.splitlines() if line.strip()][:4]
@@ -205,11 +212,44 @@ def _resolve(target: str, *, root: Path, setting: str) -> Any:
     return obj
 
 
+def _find_spec(module: str) -> importlib.machinery.ModuleSpec | None:
+    """Find *module* as ``importlib.util.find_spec`` does, without importing its packages.
+
+    A package's ``__init__`` may import the app (its settings, its engine)
+    while the env vars do not yet name this run's database; the fingerprint
+    needs only the file.
+    """
+    search: Any = None
+    found: importlib.machinery.ModuleSpec | None = None
+    parts = module.split(".")
+    for index in range(len(parts)):
+        name = ".".join(parts[: index + 1])
+        loaded = sys.modules.get(name)
+        found = getattr(loaded, "__spec__", None) if loaded is not None else None
+        if found is None:
+            for finder in sys.meta_path:
+                find_spec = getattr(finder, "find_spec", None)
+                found = find_spec(name, search, None) if find_spec is not None else None
+                if found is not None:
+                    break
+        if found is None:
+            if index < len(parts) - 1:
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+        search = found.submodule_search_locations
+        if index < len(parts) - 1 and search is None:
+            child = ".".join(parts[: index + 2])
+            raise ModuleNotFoundError(
+                f"No module named {child!r}; {name!r} is not a package", name=child
+            )
+    return found
+
+
 def _module_source(module: str, *, root: Path, setting: str) -> bytes:
     """Return the source bytes of *module* without running it (where possible)."""
     with _on_sys_path(root):
         try:
-            found = importlib.util.find_spec(module)
+            found = _find_spec(module)
         except (ImportError, ValueError) as exc:
             raise ConfigError(
                 f"Cannot find module {module!r} named by {setting}: {exc}. Check the spelling, "

@@ -23,10 +23,8 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +32,8 @@ from .._exceptions import ProvisioningError, SandboxError
 from .._urls import DatabaseURL
 from ..servers._errors import scrub
 from . import _dbapi
-from ._fingerprint import Fingerprint, compute_fingerprint, migration_source, seed_source
+from ._build import apply_sources, run_in_child, run_in_thread
+from ._fingerprint import Fingerprint, compute_fingerprint
 from ._locks import build_lock
 from ._names import TEMPLATE_KIND, make_name
 from ._reaper import prune_templates
@@ -42,7 +41,7 @@ from ._sources import BuildContext, StepFailed, describe_error
 
 if TYPE_CHECKING:
     from ..servers._base import Server
-    from ._registry import Owner, Registry
+    from ._registry import DatabaseRow, Owner, Registry
     from ._spec import TemplateSpec
 
 __all__ = ["Template", "TemplateBuilder"]
@@ -117,8 +116,11 @@ class TemplateBuilder:
         lock_timeout: float | None,
         keep_templates: int,
         stale_after: float,
+        isolated: bool = False,
     ) -> None:
         self.server = server
+        #: Run migrations and seed in a child process (see ``_build``).
+        self.isolated = isolated
         self.registry = registry
         self.owner = owner
         self.cache_dir = cache_dir
@@ -146,17 +148,26 @@ class TemplateBuilder:
     def ensure(self, spec: TemplateSpec) -> Template:
         """Return the complete template of *spec*, building it if no run has yet."""
         fingerprint = self.fingerprint(spec)
+        key = f"template:{fingerprint.value}"
+        # The usual case, a template built by an earlier run: read it under the
+        # lock held shared (one statement on the registry's connection).
+        with self.registry.shared_lock(key) as held:
+            if held:
+                self.registry.add_use(self.owner.owner_id, fingerprint.value)
+                template = self._find_ready(spec, fingerprint, clean=False)
+                if template is not None:
+                    return template
         with build_lock(
             self.registry,
             self.cache_dir,
-            f"template:{fingerprint.value}",
+            key,
             timeout=self.lock_timeout,
             what=f"building the template {fingerprint.short} ({spec.describe()})",
         ):
             # Registered under the lock, so pruning (which takes the same lock)
             # never drops a template between this check and the first clone.
             self.registry.add_use(self.owner.owner_id, fingerprint.value)
-            template = self._find_ready(spec, fingerprint)
+            template = self._find_ready(spec, fingerprint, clean=True)
             if template is None:
                 template = self._build(spec, fingerprint)
         if template.built:
@@ -172,23 +183,26 @@ class TemplateBuilder:
             )
         return template
 
-    def _find_ready(self, spec: TemplateSpec, fingerprint: Fingerprint) -> Template | None:
+    def _find_ready(
+        self, spec: TemplateSpec, fingerprint: Fingerprint, *, clean: bool
+    ) -> Template | None:
+        """Return the ready template of *fingerprint*, or None.
+
+        With *clean* (only under the exclusive lock) rows of half-built or
+        vanished templates are dropped on the way; without, they are left
+        for a process that holds it.
+        """
         found: Template | None = None
         for row in self.registry.databases(fingerprint=fingerprint.value, kind=TEMPLATE_KIND):
+            if not clean:
+                if found is None and row.state == "ready" and self.server.database_exists(row.name):
+                    found = self._reused(spec, fingerprint, row)
+                continue
             if row.state == "ready":
                 if found is not None:
                     continue
                 if self.server.database_exists(row.name):
-                    self.registry.touch(row.name)
-                    found = Template(
-                        row.name,
-                        fingerprint,
-                        spec,
-                        self.server.database_url(row.name),
-                        built=False,
-                        build_s=row.build_s,
-                    )
-                    self.report(f"reusing template {row.name} ({spec.describe()})")
+                    found = self._reused(spec, fingerprint, row)
                     continue
                 # Registered as complete but dropped by hand: forget it, build anew.
             else:
@@ -197,6 +211,12 @@ class TemplateBuilder:
             self.server.drop_database(row.name, missing_ok=True)
             self.registry.remove_database(row.name)
         return found
+
+    def _reused(self, spec: TemplateSpec, fingerprint: Fingerprint, row: DatabaseRow) -> Template:
+        self.registry.touch(row.name)
+        self.report(f"reusing template {row.name} ({spec.describe()})")
+        url = self.server.database_url(row.name)
+        return Template(row.name, fingerprint, spec, url, built=False, build_s=row.build_s)
 
     def _build(self, spec: TemplateSpec, fingerprint: Fingerprint) -> Template:
         name = make_name(fingerprint.value, TEMPLATE_KIND)
@@ -219,7 +239,10 @@ class TemplateBuilder:
             url = self.server.database_url(name)
             ctx = BuildContext(url=url, database=name, report=self._prefixed(name), spec=spec)
             step[0] = f"running {spec.describe()}"
-            _run_in_thread(lambda: self._apply(spec, ctx))
+            if self.isolated:
+                run_in_child(spec, ctx, self.backend)
+            else:
+                run_in_thread(lambda: apply_sources(spec, ctx, self.backend))
             self._finish(name, url, step)
         except BaseException as exc:
             self._discard(name)
@@ -252,15 +275,6 @@ class TemplateBuilder:
             self.report(f"template {name}: {message}")
 
         return report
-
-    def _apply(self, spec: TemplateSpec, ctx: BuildContext) -> None:
-        source = migration_source(spec, self.backend)
-        seed = seed_source(spec)
-        with _pointed_env(spec.url_env, ctx.url):
-            if source is not None:
-                source.run(ctx)
-            if seed is not None:
-                seed.run(ctx)
 
     def _finish(self, name: str, url: DatabaseURL, step: list[str]) -> None:
         """Make the template safe to clone: sequences past seeded ids, nobody connected.
@@ -308,43 +322,3 @@ def _repair_sequences(conn: Any) -> None:
             "WHERE x.m IS NOT NULL "
             "AND x.m >= CASE WHEN s.is_called THEN s.last_value + 1 ELSE s.last_value END"
         )
-
-
-@contextlib.contextmanager
-def _pointed_env(names: tuple[str, ...], url: DatabaseURL) -> Iterator[None]:
-    """Point the environment variables *names* at *url* for the block.
-
-    A variable that already holds a URL keeps its scheme (its driver), so an
-    app or env.py reading ``DATABASE_URL`` gets the driver it expects.
-    """
-    saved = {name: os.environ.get(name) for name in names}
-    for name, old in saved.items():
-        scheme = None
-        if old and "://" in old:
-            scheme = old.split("://", 1)[0]
-        os.environ[name] = (url.with_scheme(scheme) if scheme else url).render()
-    try:
-        yield
-    finally:
-        for name, old in saved.items():
-            if old is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = old
-
-
-def _run_in_thread(fn: Callable[[], None]) -> None:
-    """Run *fn* in a fresh thread (no event loop of the caller's) and re-raise its error."""
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            fn()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=target, name="sqlsandbox-template-build", daemon=True)
-    thread.start()
-    thread.join()
-    if errors:
-        raise errors[0]

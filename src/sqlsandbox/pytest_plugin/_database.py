@@ -23,6 +23,7 @@ import contextlib
 import importlib
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
@@ -32,7 +33,9 @@ import pytest
 
 from .._exceptions import ConfigError, SandboxError
 from .._settings import Settings
-from ._marks import SandboxSpec, sandbox_spec
+from .._urls import DatabaseURL
+from ._loop_end import LoopEndCheckin
+from ._marks import SandboxSpec, mark_template, sandbox_spec
 from ._options import get_settings
 from ._scopes import ScopeData
 from ._summary import get_recorder
@@ -40,9 +43,8 @@ from ._url_env import UrlEnv, read_dotenv
 from ._xdist import is_controller, is_worker, run_uid, worker_count
 
 if TYPE_CHECKING:
-    from .._urls import DatabaseURL
     from ..ownership import Owner, Sandbox
-    from ..provision import Lease, Provisioner, Template
+    from ..provision import Lease, Provisioner, Template, TemplateSpec
     from ..provision._spec import SetupMode
     from ..servers import Server
 
@@ -117,6 +119,8 @@ class WorkerDatabase:
         self.server: Server | None = None
         self.provisioner: Provisioner | None = None
         self.template: Template | None = None
+        #: What the run's template is built from; marks' templates start from it.
+        self.template_spec: TemplateSpec | None = None
         self.clone: Lease | None = None
         self.sandbox: Sandbox | None = None
         #: Where fixtures of scope session, package, module and class write.
@@ -181,6 +185,8 @@ class WorkerDatabase:
             on_progress=report,
             lock_timeout=settings.lock_timeout,
             registry_database=settings.registry_database,
+            # The app's settings, engines and env vars stay as the tests need them.
+            isolated_builds=True,
         )
         spec = TemplateSpec(
             migrate=settings.migrate,
@@ -193,10 +199,11 @@ class WorkerDatabase:
             url_env=tuple(n for n, t in settings.url_env.items() if t == "{url}"),
         )
         if not is_worker(self.config):
-            # Once per run, before workers start: drop what crashed runs left
-            # behind, and fail early if -n does not fit.
-            self.provisioner.reap()
+            # Once per run, before workers start: fail early if -n does not fit,
+            # and drop what crashed runs left behind (in the background).
             self.provisioner.check_budget()
+            self.provisioner.reap_later()
+        self.template_spec = spec
         self.template = self.provisioner.template(spec)
         recorder.record_template(
             self.template.fingerprint.short,
@@ -204,15 +211,65 @@ class WorkerDatabase:
             seconds=self.template.build_s or 0.0,
         )
 
+    def _open_clone(self, kind: str, report: Callable[[str], None] | None) -> None:
+        """Open the template and make this process's clone, meanwhile importing what it needs.
+
+        Making the clone is mostly waiting for the server (connections,
+        statements, ``CREATE DATABASE``), so it runs in a thread while this one
+        imports the modules the run needs anyway. It ends before this returns:
+        the app, imported next, may connect at import time.
+        """
+
+        def provision() -> None:
+            self.open_template(report)
+            assert self.provisioner is not None
+            self.clone = self.provisioner.clone(kind)
+            if kind == "worker" and self.settings.isolation == "database":
+                # Most tests will want a clone of their own: start making them now,
+                # while the app is imported and the tests collected.
+                self.provisioner.prewarm("test", self.warm_target())
+
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                provision()
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=run, name="sqlsandbox-open", daemon=True)
+        thread.start()
+        try:
+            self._import_ahead()
+        finally:
+            thread.join()
+        if errors:
+            raise errors[0]
+
+    def warm_target(self) -> int:
+        """Return how many clones to keep ready for isolation='database' tests."""
+        from ..provision import DEFAULT_WARM
+
+        target = self.settings.warm_pool
+        return DEFAULT_WARM.get("test", 0) if target is None else target
+
+    def _import_ahead(self) -> None:
+        """Import the modules the configured routes need (a missing extra fails later, clearly)."""
+        names = ["sqlsandbox.sqlalchemy"] if self.settings.engines else []
+        names += [f"sqlsandbox.{name}" for name in self.settings.drivers]
+        for name in names:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)
+
     def open(self, report: Callable[[str], None] | None = None) -> None:
         """Make this worker's clone and its sandbox, and point ``url_env`` at it."""
         if self.sandbox is not None:
             return
         from ..ownership import Sandbox
 
-        self.open_template(report)
-        assert self.provisioner is not None
-        self.clone = self.provisioner.clone("worker")
+        if self.clone is None:
+            self._open_clone("worker", report)
+        assert self.clone is not None
         get_recorder(self.config).record_clone()
         self.sandbox = Sandbox(
             self.clone.url,
@@ -233,10 +290,19 @@ class WorkerDatabase:
         """
         if self.clone is not None:
             return
-        self.open_template(report)
-        assert self.provisioner is not None
-        self.clone = self.provisioner.clone("controller")
+        self._open_clone("controller", report)
+        assert self.clone is not None
         self.url_env.point(self.clone.url)
+
+    def point_nowhere(self) -> None:
+        """Point ``url_env`` at a database that does not exist, without starting any server."""
+        url = self.settings.url
+        base = DatabaseURL.parse(url) if url else DatabaseURL.parse("postgresql://localhost/")
+        if base.backend == "sqlite":
+            # A file in a folder that does not exist: SQLite refuses it rather than create it.
+            self.url_env.point(base.with_database(os.path.join(os.sep, _NOT_READY, "db.sqlite")))
+        else:
+            self.url_env.point(base.with_database(_NOT_READY))
 
     def ensure_open(self) -> WorkerDatabase:
         """Open on first use; re-raise a failure of an earlier attempt."""
@@ -273,8 +339,8 @@ class WorkerDatabase:
         assert self.sandbox is not None and self.server is not None
         backend = self.url.backend
         for name in self.settings.drivers:
-            wanted = "sqlite" if name == "sqlite" else "postgresql"
-            if backend != wanted:
+            wanted = {"sqlite": "sqlite", "mysql": "mysql"}.get(name, "postgresql")
+            if backend.replace("mariadb", "mysql") != wanted:
                 origin = self.settings.origin
                 raise ConfigError(
                     f"Setting 'drivers' names {name!r}, which needs a {wanted} server, but "
@@ -379,29 +445,36 @@ class WorkerDatabase:
             get_recorder(self.config).record_test(spec.isolation)
             return
         owner = sandbox.checkout(lazy=True, sandbox=spec.isolation == "transaction", name=name)
+        early = LoopEndCheckin(sandbox, owner)
         try:
-            with scopes.tracker.collect() as begun:
+            with early.listening(), scopes.tracker.collect() as begun:
                 try:
                     with _mode(sandbox, spec, owner):
                         yield SandboxHandle(self, spec, self.url, owner)
                 finally:
                     scopes.end_test_sessions(begun)
         finally:
-            used = owner.kind is not None
+            used = owner.kind is not None or early.used
             sandbox.checkin(owner)
+            early.check()
             if used:
                 get_recorder(self.config).record_test(spec.isolation)
 
     @contextlib.contextmanager
     def _own_database(self, spec: SandboxSpec) -> Iterator[SandboxHandle]:
         """Give the test a fresh clone: env vars and routed engines point at it meanwhile."""
-        assert self.provisioner is not None
+        assert self.provisioner is not None and self.template_spec is not None
         recorder = get_recorder(self.config)
-        started = time.perf_counter()
-        misses = sum(s.misses for s in self.provisioner.stats())
-        lease = self.provisioner.acquire("test")
-        waited = sum(s.misses for s in self.provisioner.stats()) > misses
-        recorder.record_warm_acquire(time.perf_counter() - started if waited else 0.0)
+        marked = mark_template(spec, self.template_spec)
+        if marked is not None:
+            # Another template (built once per fingerprint): cloned now, not kept warm.
+            lease = self.provisioner.clone("test", template=marked)
+        else:
+            started = time.perf_counter()
+            misses = sum(s.misses for s in self.provisioner.stats())
+            lease = self.provisioner.acquire("test")
+            waited = sum(s.misses for s in self.provisioner.stats()) > misses
+            recorder.record_warm_acquire(time.perf_counter() - started if waited else 0.0)
         recorder.record_clone()
         try:
             # sqlsandbox's own engines are routed too (also those made during the
@@ -454,10 +527,16 @@ def _point_engine(engine: Any, url: DatabaseURL) -> tuple[Any, Any, Any]:
     if hasattr(engine, "sync_engine"):
         from sqlalchemy.ext.asyncio import create_async_engine
 
-        # No pooling: connections close in the test's own event loop when returned.
+        from ..drivers._sqlalchemy import close_at_loop_end
+
+        # No pooling: connections close in the test's own event loop when returned,
+        # or when that loop ends (a sync fixture's session outlives it).
         temporary = create_async_engine(target, poolclass=NullPool).sync_engine
+        close_at_loop_end(temporary)
     else:
-        temporary = create_engine(target, poolclass=NullPool)
+        # Pooled for the test (disposed when it ends): a session that commits and
+        # reads again reuses its connection instead of opening another (~10 ms).
+        temporary = create_engine(target)
     original = sync_engine.pool
     sync_engine.pool = temporary.pool
     return sync_engine, original, temporary
@@ -526,6 +605,15 @@ def _usage_error(exc: SandboxError) -> pytest.UsageError:
     return pytest.UsageError(f"sqlsandbox: {exc}")
 
 
+def _runs_no_test(config: pytest.Config) -> bool:
+    """Return whether this pytest call only collects or lists (``--collect-only``, ...)."""
+    namespace = getattr(config, "known_args_namespace", None) or config.option
+    return any(
+        getattr(namespace, name, False)
+        for name in ("collectonly", "showfixtures", "show_fixtures_per_test", "markers")
+    )
+
+
 def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
     """With ``url_env``, make this worker's database before any conftest.py is imported."""
     namespace = early_config.known_args_namespace
@@ -533,6 +621,11 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
         return
     settings = get_settings(early_config)
     if not settings.url_env:
+        return
+    if _runs_no_test(early_config):
+        # Nothing to run, so nothing to build or clone: the app still imports
+        # without its own URL (a connection at import time fails, harmlessly).
+        get_database(early_config).point_nowhere()
         return
     report = None if is_worker(early_config) else stderr_report(early_config)
     try:
@@ -550,13 +643,15 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Build the template (controller) or open the worker's database, when configured."""
     config = session.config
-    if not _configured(get_settings(config)):
+    if not _configured(get_settings(config)) or _runs_no_test(config):
         return
     database = get_database(config)
     try:
         if is_controller(config):
             # Before xdist starts the workers, so they find the template complete.
             database.open_template(stderr_report(config))
+            if database.clone is not None and database.provisioner is not None:
+                database.provisioner.keep_spare("controller")
         else:
             database.ensure_open()
     except SandboxError as exc:
@@ -566,16 +661,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Keep clones ready for the isolation='database' tests this run collected."""
-    from ..provision import DEFAULT_WARM
-
+    """Keep clones ready for the isolation='database' tests this run collected (or none)."""
     database = opened_database(session.config)
     if database is None or database.provisioner is None:
         return
+    # The next run finds its clone made: one clone per worker made now, when idle.
+    database.provisioner.keep_spare("worker", limit=worker_count(session.config))
     wanted = sum(1 for item in session.items if sandbox_spec(item).isolation == "database")
-    target = database.settings.warm_pool
-    target = DEFAULT_WARM.get("test", 0) if target is None else target
-    if wanted and target:
+    target = database.warm_target()
+    if target and (wanted or database.settings.isolation == "database"):
+        # Also 0: clones made ahead at start for tests that turned out not to want them.
         database.provisioner.prewarm("test", min(wanted, target))
 
 

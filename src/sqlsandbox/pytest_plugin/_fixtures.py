@@ -150,6 +150,8 @@ def async_db_session(sandbox: SandboxHandle) -> Iterator[AsyncSession]:
         if session.sync_session.in_transaction():
             # Closing would need the test's event loop, which may be gone; the
             # sandbox rolls the connection back anyway, so drop it without I/O.
+            # (A plain connection of isolation="database" was closed on that
+            # loop as it shut down: see drivers/_loops.py.)
             session.sync_session.invalidate()
         else:
             session.sync_session.close()

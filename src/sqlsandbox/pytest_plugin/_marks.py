@@ -3,23 +3,34 @@
 Arguments are validated by calling :func:`validate_sandbox`, which has the
 mark's signature, so a typo fails like a bad Python call
 (``sandbox() got an unexpected keyword argument 'isolaton'``).
+
+``template=`` and ``seed=`` give a test a database of its own
+(``isolation="database"``), cloned from a template built from the run's
+template settings with the mark's changes: :func:`mark_template` says which.
+That template is built once per fingerprint, like the run's own.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .._settings import IMPORT_TARGET_RE, setting_key
+from .._settings import IMPORT_TARGET_RE, Settings, setting_key
 from ._options import get_settings
 
-__all__ = ["SandboxSpec", "sandbox_spec", "validate_sandbox"]
+if TYPE_CHECKING:
+    from ..provision import TemplateSpec
+
+__all__ = ["SandboxSpec", "mark_template", "sandbox_spec", "validate_sandbox"]
 
 _ISOLATIONS = setting_key("isolation").choices
 _MODES = setting_key("mode").choices
+#: What a template holds, as the ``setup`` setting names it ("auto" is not a template).
+_SETUPS = tuple(s for s in setting_key("setup").choices if s != "auto")
 _SPEC_KEY = pytest.StashKey["SandboxSpec"]()
 
 
@@ -29,7 +40,9 @@ class SandboxSpec:
 
     isolation: str
     mode: str
+    #: A setup (``"empty"``, ``"schema"``, ``"schema+data"``) or a migrate source.
     template: str | None = None
+    #: The seed as an import target (a function given to the mark is turned into one).
     seed: str | Callable[..., Any] | None = None
 
 
@@ -61,6 +74,12 @@ def validate_sandbox(
     if template is not None:
         if not isinstance(template, str) or not template:
             raise TypeError(f"template must be a non-empty string, not {template!r}")
+        if template not in _SETUPS and not _is_migrate_source(template):
+            raise ValueError(
+                f"template={template!r} is neither a setup ("
+                + ", ".join(repr(s) for s in _SETUPS)
+                + f") nor a migrate source ({setting_key('migrate').kind.doc})"
+            )
         given["template"] = template
     if seed is not None:
         if isinstance(seed, str):
@@ -73,6 +92,85 @@ def validate_sandbox(
             raise TypeError(f"seed must be 'package.module:function' or a callable, not {seed!r}")
         given["seed"] = seed
     return given
+
+
+def _is_migrate_source(value: str) -> bool:
+    try:
+        setting_key("migrate").kind.from_text(value)
+    except Exception:  # the setting's own check; its error type is private to _settings
+        return False
+    return True
+
+
+def _seed_target(seed: str | Callable[..., Any]) -> str:
+    """Return *seed* as ``"package.module:function"``, the form templates are built from.
+
+    A function works when that name finds it again: the template may be built
+    in another process, and its source is part of the fingerprint.
+    """
+    if isinstance(seed, str):
+        return seed
+    module = getattr(seed, "__module__", None)
+    qualname = getattr(seed, "__qualname__", None)
+    if isinstance(module, str) and isinstance(qualname, str) and module != "__main__":
+        found: Any = sys.modules.get(module)
+        for part in qualname.split("."):
+            found = getattr(found, part, None)
+        if found is seed:
+            return f"{module}:{qualname}"
+    raise ValueError(
+        f"seed={seed!r} cannot be found again by its name (a lambda, a nested function, a "
+        "partial?): define it at module level, or pass 'package.module:function'"
+    )
+
+
+def _own_template(spec: SandboxSpec, isolation: str | None, settings: Settings) -> SandboxSpec:
+    """Check a spec with ``template=`` or ``seed=``; return it with its isolation and seed.
+
+    *isolation* is what the marks set explicitly (None: they did not).
+    """
+    if isolation not in (None, "database"):
+        raise ValueError(
+            "template= and seed= give the test a database of its own, cloned from that "
+            f"template, so they imply isolation='database'; isolation={isolation!r} cannot go "
+            "with them: remove one of the two"
+        )
+    seed = None if spec.seed is None else _seed_target(spec.seed)
+    if seed is not None and spec.template in ("empty", "schema"):
+        raise ValueError(
+            f"template={spec.template!r} runs no seed, so seed={seed!r} would be ignored: "
+            "use template='schema+data', or drop seed="
+        )
+    if spec.template == "schema+data" and seed is None and settings.seed is None:
+        raise ValueError(
+            "template='schema+data' needs seed data, and the run has none: pass "
+            "seed='package.module:function' to the mark, or set the seed setting"
+        )
+    return dataclasses.replace(spec, isolation="database", seed=seed)
+
+
+def mark_template(spec: SandboxSpec, base: TemplateSpec) -> TemplateSpec | None:
+    """Return the template a test's database comes from; None for the run's own (*base*).
+
+    - ``template="empty"|"schema"|"schema+data"``: the run's migrations (and
+      seed, or the mark's) with that setup;
+    - ``template=<migrate source>``: that source instead of the run's
+      migrations, and only the mark's seed (the run's fits the run's schema);
+    - ``seed=`` alone: the run's migrations, then that seed.
+    """
+    if spec.template is None and spec.seed is None:
+        return None
+    seed = None if spec.seed is None else _seed_target(spec.seed)
+    changes: dict[str, Any]
+    if spec.template in _SETUPS:
+        changes = {"setup": spec.template}
+        if seed is not None:
+            changes["seed"] = seed
+    elif spec.template is not None:
+        changes = {"migrate": spec.template, "seed": seed, "setup": None}
+    else:
+        changes = {"seed": seed, "setup": None}
+    return dataclasses.replace(base, **changes)
 
 
 def _signature() -> str:
@@ -90,17 +188,25 @@ def sandbox_spec(item: pytest.Item) -> SandboxSpec:
         return spec
     settings = get_settings(item.config)
     chosen: dict[str, Any] = {"isolation": settings.isolation, "mode": settings.mode}
+    isolation = None
     # iter_markers yields the closest mark first; apply the farthest first.
     for mark in reversed(list(item.iter_markers("sandbox"))):
         try:
-            chosen.update(validate_sandbox(*mark.args, **mark.kwargs))
+            given = validate_sandbox(*mark.args, **mark.kwargs)
         except (TypeError, ValueError) as exc:
             message = str(exc).replace("validate_sandbox()", "sandbox()")
             raise pytest.UsageError(
                 f"{item.nodeid}: bad @pytest.mark.sandbox: {message} "
                 f"(the mark takes {_signature()})"
             ) from None
+        chosen.update(given)
+        isolation = given.get("isolation", isolation)
     spec = SandboxSpec(**chosen)
+    if spec.template is not None or spec.seed is not None:
+        try:
+            spec = _own_template(spec, isolation, settings)
+        except ValueError as exc:
+            raise pytest.UsageError(f"{item.nodeid}: bad @pytest.mark.sandbox: {exc}") from None
     item.stash[_SPEC_KEY] = spec
     return spec
 
@@ -110,7 +216,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{_signature()}: how sqlsandbox isolates this test's database "
-        "(isolation: transaction|database|none; mode: manual|auto|shared).",
+        "(isolation: transaction|database|none; mode: manual|auto|shared; template: "
+        "empty|schema|schema+data or a migrate source; seed: 'package.module:function'; "
+        "template or seed imply isolation='database').",
     )
 
 

@@ -45,6 +45,7 @@ from ..runtime._leaks import (
 from ..runtime._processes import ManagedProcess, Readiness, ThreadServer, free_port, release_port
 from ..runtime._tasks import task_tracker
 from ..runtime._virtual_time import current_clock, virtual_time
+from ._loop_end import note_call_ended
 
 __all__ = ["SandboxLeakWarning", "runtime_settings"]
 
@@ -243,6 +244,8 @@ def _wrap_async(item: pytest.Function) -> Callable[..., Any]:
             state.task = None
             if mode != "off" and not state.timed_out:
                 await _check_task_leaks(item, created, mode, allow, failed)
+            # Before anyio's runner closes this loop, right after the test returns.
+            note_call_ended()
 
     return run_test
 
@@ -357,6 +360,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
         with sleep_guard:
             result = yield
     finally:
+        note_call_ended()
         if restore is not None:
             restore()
     # Reached only when the test passed: add what it left behind.

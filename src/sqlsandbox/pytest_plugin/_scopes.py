@@ -30,7 +30,7 @@ import functools
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
@@ -38,12 +38,20 @@ from .._exceptions import SandboxError
 
 if TYPE_CHECKING:
     from ..ownership import Owner, Sandbox
-    from ..ownership._scope import ScopeSavepoint
+    from ..ownership._nested import Baseline, NestedScope
 
-__all__ = ["ScopeData", "SessionTracker"]
+__all__ = ["ScopeData", "SessionTracker", "Use"]
 
 #: Fixture scopes whose data lives in the scope transaction.
 NARROW_SCOPES = frozenset({"package", "module", "class"})
+
+
+class Use(NamedTuple):
+    """A Session that began a transaction during a block."""
+
+    ref: weakref.ref[Any]
+    #: True for the Session inside an AsyncSession.
+    is_async: bool
 
 
 @dataclasses.dataclass
@@ -53,9 +61,9 @@ class _Level:
     node: pytest.Item | pytest.Collector
     #: The savepoint the level rolls back to, or None when the scope owner
     #: had no connection yet when the level began (nothing to keep then).
-    savepoint: ScopeSavepoint | None
-    #: Sessions its fixtures began: rolled back when it ends.
-    begun: list[tuple[weakref.ref[Any], bool]] = dataclasses.field(default_factory=list)
+    savepoint: NestedScope | None
+    #: Sessions its fixtures began: ended when it ends.
+    begun: list[Use] = dataclasses.field(default_factory=list)
 
 
 class SessionTracker:
@@ -63,13 +71,17 @@ class SessionTracker:
 
     Listens to ``after_begin`` of every ``Session`` while collecting, and only
     for sessions on a routed engine begun in pytest's own thread: sessions of
-    the app's request handlers are the app's business.
+    the app's request handlers are the app's business. A session kept across
+    a test's end (in a global, a wider fixture, an object of the app) would
+    still hold the ended owner's connection; ending it makes its next use
+    take the next test's. An ORM event, unlike an engine's connection events,
+    costs nothing per statement.
     """
 
     def __init__(self, routed: Callable[[], list[Any]]) -> None:
         self._routed = routed
         self._thread = threading.get_ident()
-        self._current: list[tuple[weakref.ref[Any], bool]] | None = None
+        self._current: list[Use] | None = None
         self._installed = False
 
     def install(self) -> None:
@@ -101,13 +113,13 @@ class SessionTracker:
             return
         engine = connection.engine
         if any(getattr(e, "sync_engine", e) is engine for e in self._routed()):
-            begun.append((weakref.ref(session), bool(connection.dialect.is_async)))
+            begun.append(Use(weakref.ref(session), bool(connection.dialect.is_async)))
 
     @contextlib.contextmanager
-    def collect(self) -> Iterator[list[tuple[weakref.ref[Any], bool]]]:
+    def collect(self) -> Iterator[list[Use]]:
         """Record the sessions begun in the block (nested blocks record their own)."""
         outer = self._current
-        begun: list[tuple[weakref.ref[Any], bool]] = []
+        begun: list[Use] = []
         self._current = begun
         try:
             yield begun
@@ -115,16 +127,38 @@ class SessionTracker:
             self._current = outer
 
     @staticmethod
-    def open_sessions(begun: list[tuple[weakref.ref[Any], bool]]) -> Iterator[Any]:
-        """Yield the synchronous sessions of *begun* still in a transaction, once each."""
+    def _open(begun: list[Use]) -> Iterator[tuple[Any, bool]]:
+        """Yield (session, is_async) for the sessions of *begun* still in a transaction."""
         seen: set[int] = set()
         for ref, is_async in begun:
             session = ref()
-            if session is None or is_async or id(session) in seen:
+            if session is None or id(session) in seen:
                 continue
             seen.add(id(session))
             if session.in_transaction():
+                yield session, is_async
+
+    @classmethod
+    def open_sessions(cls, begun: list[Use]) -> Iterator[Any]:
+        """Yield the synchronous sessions of *begun* still in a transaction, once each."""
+        for session, is_async in cls._open(begun):
+            if not is_async:
                 yield session
+
+    @classmethod
+    def end(cls, begun: list[Use]) -> None:
+        """End the sessions *begun* left in a transaction; their next use starts anew.
+
+        A synchronous Session is rolled back. An AsyncSession is invalidated,
+        without I/O (its event loop may be gone): its connection goes back,
+        and the owner's rollback (or the test's savepoint) undoes what it did.
+        """
+        for session, is_async in cls._open(begun):
+            with contextlib.suppress(Exception):
+                if is_async:
+                    session.invalidate()
+                else:
+                    session.rollback()
 
 
 class ScopeData:
@@ -137,6 +171,8 @@ class ScopeData:
         self.levels: list[_Level] = []
         #: Bindings entered for fixture teardowns, left in pytest_fixture_post_finalizer.
         self._teardowns: dict[int, contextlib.ExitStack] = {}
+        #: Where the last nested test left the sequences, while nothing else ran.
+        self._baseline: Baseline | None = None
 
     # -- the scope owner ----------------------------------------------------------
 
@@ -163,20 +199,22 @@ class ScopeData:
         return owner
 
     def _begin_level(self, node: pytest.Item | pytest.Collector) -> tuple[Owner, _Level]:
+        self._baseline = None
         owner = self._scope_owner(node)
         for level in self.levels:
             if level.node is node:
                 return owner, level
-        from ..ownership._scope import scope_savepoint
+        from ..ownership._nested import nested_scope
 
         # Registered before the level's first fixture finalizer, so it runs
         # after all of them: when the scope ends.
         node.addfinalizer(functools.partial(self._end_level, node))
-        level = _Level(node, scope_savepoint(owner))
+        level = _Level(node, nested_scope(owner))
         self.levels.append(level)
         return owner, level
 
     def _end_level(self, node: pytest.Item | pytest.Collector) -> None:
+        self._baseline = None
         if not any(level.node is node for level in self.levels):
             return
         while self.levels:
@@ -226,6 +264,7 @@ class ScopeData:
     @contextlib.contextmanager
     def fixture_setup(self, fixturedef: pytest.FixtureDef[Any], node: Any) -> Iterator[None]:
         """Run the setup of a wider-scoped fixture where its data belongs."""
+        self._baseline = None  # it may move sequences the next nested test starts from
         scope = fixturedef.scope
         if scope == "session":
             with self.sandbox.unboxed(), self.tracker.collect() as begun:
@@ -270,22 +309,21 @@ class ScopeData:
 
     @contextlib.contextmanager
     def nested_test(self, owner: Owner) -> Iterator[None]:
-        """Run a test inside a savepoint of the scope owner, rolled back at its end."""
-        from ..ownership._scope import scope_savepoint
+        """Run a test inside a savepoint of the scope owner, rolled back and reset at its end."""
+        from ..ownership._nested import nested_scope
 
         with self.sandbox.join(owner):
-            savepoint = scope_savepoint(owner)
+            savepoint = nested_scope(owner, self._baseline)
+            self._baseline = None
             try:
                 yield
             finally:
                 if savepoint is not None:
-                    savepoint.rollback()
+                    self._baseline = savepoint.rollback()
 
-    def end_test_sessions(self, begun: list[tuple[weakref.ref[Any], bool]]) -> None:
-        """Roll back the sessions a test began and left in a transaction."""
-        for session in self.tracker.open_sessions(begun):
-            with contextlib.suppress(Exception):
-                session.rollback()
+    def end_test_sessions(self, begun: list[Use]) -> None:
+        """End the sessions a test (or a scope) began and left in a transaction."""
+        self.tracker.end(begun)
 
     def close(self) -> None:
         """Forget the scope owner and stop tracking sessions."""
