@@ -5,10 +5,10 @@ SQLAlchemy's pool. It hands out the owner's real cursors wrapped in
 :class:`SandboxCursor`, which opens the app's transaction lazily as a
 SAVEPOINT before the first statement and takes a turn on the owner's
 connection around each call. ``commit()`` / ``rollback()`` become RELEASE /
-ROLLBACK TO. Each statement is shown to the lease first
-(:meth:`~sqlsandbox.ownership.Lease.prepare_statement`), which may ask for a
-savepoint before it and a rollback to it when it fails, so that sessions of
-one owner that overlap do not undo each other's work. Transaction settings
+ROLLBACK TO. Each statement goes through the same
+:meth:`~sqlsandbox.ownership.Lease.statement` steps as the direct drivers' statements,
+which may put a savepoint before it and roll back to it when it fails, so that
+sessions of one owner that overlap do not undo each other's work. Transaction settings
 the app changes (``autocommit``, isolation level...) are remembered here
 instead of reaching the driver, whose connection stays inside the test's
 transaction.
@@ -37,7 +37,6 @@ from sqlalchemy.util.concurrency import greenlet_spawn, in_greenlet
 
 from .._exceptions import DOCS, OwnershipError
 from ..ownership import Lease, transaction_control
-from ..ownership._connection import GUARD, MARK
 
 try:  # SQLAlchemy 2.1
     from sqlalchemy.util.concurrency import await_
@@ -133,18 +132,6 @@ class SandboxConnection:
             await_(self._lease.abegin())
         else:
             self._lease.begin()
-
-    def _mark(self) -> None:
-        if self._async:
-            await_(self._lease.amark())
-        else:
-            self._lease.mark()
-
-    def _recover(self) -> None:
-        if self._async:
-            await_(self._lease.arecover())
-        else:
-            self._lease.recover()
 
     def _end(self, *, commit: bool) -> None:
         lease = self._lease
@@ -264,25 +251,26 @@ class SandboxCursor:
             autocommit = conn._autocommit
             conn._begin()
         conn._enter()
-        guard = False
+        # The same steps as a direct driver's ``with lease.statement(sql):``,
+        # with the waits bridged into SQLAlchemy's greenlet.
+        turn = lease.statement(operation)
         try:
-            flags = lease.prepare_statement(operation)
-            if flags:
-                if flags & MARK:
-                    conn._mark()
-                guard = bool(flags & GUARD)
+            if turn.note():
+                if conn._async:
+                    await_(turn.amark())
+                else:
+                    turn.mark()
             fn = getattr(self._cursor, method)
             result = fn(*args) if conn._host is None else conn._call(fn, *args)
         except BaseException as exc:
-            try:
-                if guard:
-                    conn._recover()
-            finally:
-                lease.exit_with(exc)
+            if conn._async:
+                await_(turn.afail(exc))
+            else:
+                turn.fail(exc)
             if autocommit:
                 conn._end(commit=False)
             raise
-        lease.exit(check=True)
+        turn.done()
         if autocommit:
             conn._end(commit=True)
         return result

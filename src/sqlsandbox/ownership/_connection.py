@@ -10,9 +10,10 @@ once.
 
 Leases of one owner keep each other's commits where a stack of savepoints
 allows (``_stack.py``): a lease that only read rolls back like a commit, so
-drivers tell the lease about each statement (:meth:`Lease.note_statement`,
-or :meth:`Lease.prepare_statement` with :meth:`Lease.mark` and
-:meth:`Lease.recover`). See docs/ownership.md#concurrent-sessions.
+drivers show the lease each statement, all in the same way
+(:meth:`Lease.statement`, a :class:`Turn`): a statement that lands in another
+lease's savepoint gets a savepoint of its own, and its failure rolls back only
+to that. See docs/ownership.md#concurrent-sessions.
 """
 
 from __future__ import annotations
@@ -719,43 +720,103 @@ class Turn:
     """A turn on the owner's connection around one driver call, as a context manager.
 
     Waits for the turn (blocking with ``with``, suspending with ``async with``),
-    notes the statement if there is one, and ends the turn: :meth:`Lease.exit`
-    when the block succeeded, :meth:`Lease.exit_with` when it raised (which may
-    replace the error with an OwnershipError chained to it).
+    shows the statement to the lease if there is one, and ends the turn:
+    :meth:`Lease.exit` when the block succeeded, :meth:`Lease.exit_with` when it
+    raised (which may replace the error with an OwnershipError chained to it).
+
+    A statement is shown with :meth:`Lease.prepare_statement`, so leases of one
+    owner that overlap keep each other's work: when the statement may land in
+    another lease's savepoint, a savepoint of its own comes first (:meth:`mark`)
+    and a failure rolls back to it (:meth:`fail`) before the turn ends. Drivers
+    that take the turn themselves (the SQLAlchemy proxy, in a greenlet) call
+    :meth:`note`, :meth:`mark` / :meth:`amark`, :meth:`fail` / :meth:`afail` and
+    :meth:`done` in that order instead of using the context manager.
     """
 
-    __slots__ = ("_check", "_lease", "_noted_by", "_sql")
+    __slots__ = ("_check", "_guard", "_lease", "_noted_by", "_sql")
 
     def __init__(self, lease: Lease, sql: object, noted_by: Lease | None, check: bool) -> None:
         self._lease = lease
         self._sql = sql
         self._noted_by = noted_by
         self._check = check
+        self._guard = False
 
-    def _note(self) -> None:
+    # -- the steps, for callers that take the turn themselves ---------------------------
+
+    def note(self) -> bool:
+        """Show the statement to its lease, in the caller's turn.
+
+        Returns True when a savepoint must come before it: call :meth:`mark`
+        (or ``await`` :meth:`amark`). Raises what the lease refuses (MariaDB DDL).
+        """
         noted_by = self._noted_by
-        if noted_by is not None:
-            try:
-                noted_by.note_statement(self._sql)
-            except BaseException as exc:
-                self._lease.exit_with(exc)
-                raise
+        if noted_by is None:
+            return False
+        flags = noted_by.prepare_statement(self._sql)
+        if flags & MARK:
+            return True
+        self._guard = bool(flags & GUARD)
+        return False
+
+    def mark(self) -> None:
+        """Open the savepoint :meth:`note` asked for (blocking)."""
+        self._lease.mark()
+        self._guard = True
+
+    async def amark(self) -> None:
+        await self._lease.amark()
+        self._guard = True
+
+    def fail(self, exc: BaseException) -> None:
+        """End the turn after *exc*: undo the statement if it was guarded (blocking)."""
+        try:
+            if self._guard:
+                self._lease.recover()
+        finally:
+            self._lease.exit_with(exc)
+
+    async def afail(self, exc: BaseException) -> None:
+        try:
+            if self._guard:
+                await self._lease.arecover()
+        finally:
+            self._lease.exit_with(exc)
+
+    def done(self) -> None:
+        """End the turn after the call succeeded."""
+        self._lease.exit(check=self._check)
+
+    # -- the context manager ---------------------------------------------------------------
 
     def __enter__(self) -> None:
         self._lease._c.enter()
-        self._note()
+        try:
+            if self.note():
+                self.mark()
+        except BaseException as exc:
+            self.fail(exc)
+            raise
 
     async def __aenter__(self) -> None:
         c = self._lease._c
         if not c.enter_nowait():
             await c.aenter()
-        self._note()
+        try:
+            if self.note():
+                await self.amark()
+        except BaseException as exc:
+            await self.afail(exc)
+            raise
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if exc is None:
-            self._lease.exit(check=self._check)
+            self.done()
         else:
-            self._lease.exit_with(exc)
+            self.fail(exc)
 
     async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
-        self.__exit__(exc_type, exc, tb)
+        if exc is None:
+            self.done()
+        else:
+            await self.afail(exc)
