@@ -27,9 +27,9 @@ from ._direct import Opening, Ready, internal_caller
 from ._mysql import (
     AKIND,
     IN_TRANS,
-    ROLLBACK_ON_TIMEOUT,
     ROUTES,
     ProxyBase,
+    arollback_on_timeout,
     database_of,
     server_kwargs,
 )
@@ -98,12 +98,9 @@ class AiomysqlConnector:
 
     async def connect(self) -> AiomysqlAdapter:
         from aiomysql.connection import connect  # the module's own: never patched
-        from aiomysql.cursors import Cursor
 
         adapter = AiomysqlAdapter(await connect(autocommit=True, **self.kwargs))
-        async with adapter.raw.cursor(Cursor) as cursor:
-            await cursor.execute(ROLLBACK_ON_TIMEOUT)
-            adapter.rollback_on_timeout = bool((await cursor.fetchone())[0])
+        adapter.rollback_on_timeout = await arollback_on_timeout(adapter.raw)
         return adapter
 
 

@@ -30,12 +30,13 @@ __all__ = [
     "AKIND",
     "IN_TRANS",
     "KIND",
-    "ROLLBACK_ON_TIMEOUT",
     "ROUTES",
     "ProxyBase",
+    "arollback_on_timeout",
     "database_of",
     "install",
     "is_installed",
+    "rollback_on_timeout",
     "server_kwargs",
     "uninstall",
 ]
@@ -46,9 +47,33 @@ AKIND = "aiomysql"
 _PROXY_ONLY = ("autocommit", "cursorclass", "defer_connect", "loop")
 #: SERVER_STATUS_IN_TRANS of the MySQL protocol.
 IN_TRANS = 1
-#: Whether a lock wait timeout rolls back the whole transaction, not just the
-#: statement (the ownership layer then loses the test's connection).
-ROLLBACK_ON_TIMEOUT = "SELECT @@innodb_rollback_on_timeout"
+_ROLLBACK_ON_TIMEOUT = "SELECT @@innodb_rollback_on_timeout"
+
+
+def rollback_on_timeout(conn: Any) -> bool:
+    """Return whether a lock wait timeout rolls back the whole transaction on *conn*'s server.
+
+    With ``innodb_rollback_on_timeout`` on, error 1205 ends the test's
+    transaction as a deadlock (1213) does, and the ownership layer must lose
+    the connection: every adapter of a MariaDB/MySQL connection (direct or
+    SQLAlchemy's) sets its ``rollback_on_timeout`` from this when it opens.
+    *conn* is a PyMySQL connection; :func:`arollback_on_timeout` reads an
+    aiomysql one.
+    """
+    from pymysql.cursors import Cursor  # tuples, whatever cursor class the app configured
+
+    with conn.cursor(Cursor) as cursor:
+        cursor.execute(_ROLLBACK_ON_TIMEOUT)
+        return bool(cursor.fetchone()[0])
+
+
+async def arollback_on_timeout(conn: Any) -> bool:
+    """Return :func:`rollback_on_timeout` for an aiomysql connection."""
+    from aiomysql.cursors import Cursor
+
+    async with conn.cursor(Cursor) as cursor:
+        await cursor.execute(_ROLLBACK_ON_TIMEOUT)
+        return bool((await cursor.fetchone())[0])
 
 
 def database_of(kwargs: dict[str, Any]) -> str | None:

@@ -18,10 +18,10 @@ from ._direct import internal_caller
 from ._mysql import (
     IN_TRANS,
     KIND,
-    ROLLBACK_ON_TIMEOUT,
     ROUTES,
     ProxyBase,
     database_of,
+    rollback_on_timeout,
     server_kwargs,
 )
 
@@ -77,9 +77,7 @@ class PyMySQLConnector:
         raw = object.__new__(cls)  # past the routing __new__
         raw.__init__(autocommit=True, **self.kwargs)
         adapter = PyMySQLAdapter(raw)
-        with raw.cursor(pymysql.cursors.Cursor) as cursor:
-            cursor.execute(ROLLBACK_ON_TIMEOUT)
-            adapter.rollback_on_timeout = bool(cursor.fetchone()[0])
+        adapter.rollback_on_timeout = rollback_on_timeout(raw)
         return adapter
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .._exceptions import ConfigError
 from ..ownership import AsyncSQLAdapter, SQLAdapter, abort_transport, shutdown_socket
 from ._libpq import LibpqStatements
+from ._mysql import arollback_on_timeout, rollback_on_timeout
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import Dialect
@@ -194,9 +195,13 @@ class PyMySQLAdapter(_SyncAdapter):
     def read_virtual(self, dbapi: Any) -> Virtual:
         return {"autocommit": bool(dbapi.get_autocommit())}
 
+    #: Whether error 1205 rolls back the whole transaction (read when the connection opens).
+    rollback_on_timeout = False
+
     def prepare(self) -> None:
         self.raw.rollback()
         self.raw.autocommit(True)
+        self.rollback_on_timeout = rollback_on_timeout(self.raw)
 
     def execute(self, sql: str) -> None:
         self.raw.query(sql)
@@ -363,9 +368,13 @@ class AiomysqlAdapter(_AsyncAdapter):
     def read_virtual(self, dbapi: Any) -> Virtual:
         return {"autocommit": bool(self.driver.get_autocommit())}
 
+    #: Whether error 1205 rolls back the whole transaction (read when the connection opens).
+    rollback_on_timeout = False
+
     async def prepare(self) -> None:
         await self.driver.rollback()
         await self.driver.autocommit(True)
+        self.rollback_on_timeout = await arollback_on_timeout(self.driver)
 
     async def execute(self, sql: str) -> None:
         await self.driver.query(sql)
