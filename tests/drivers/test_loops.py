@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlsandbox.drivers._loops import at_loop_end
-from sqlsandbox.ownership._host import host_loop
+from sqlsandbox.ownership import host_loop
 
 
 def _recorder(log: list[Any], name: str) -> Callable[[], Any]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import sqlsandbox
 import sqlsandbox.ownership
 
@@ -30,3 +33,46 @@ def test_the_ownership_layer_imports_no_database_driver() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+SRC = Path(sqlsandbox.__file__).parent
+
+
+def _private_names_taken(path: Path) -> list[str]:
+    """Private names *path* takes from another module: ``from ._x import _y`` or ``_x._y``."""
+    tree = ast.parse(path.read_text(), str(path))
+    modules = set()  # sibling modules imported whole: ``from . import _reset``
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            for alias in node.names:
+                if not node.module:
+                    modules.add(alias.asname or alias.name)
+                elif alias.name.startswith("_"):
+                    found.append(f"{path.name}: from {node.module} import {alias.name}")
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+            and node.attr.startswith("_")
+        ):
+            found.append(f"{path.name}: {node.value.id}.{node.attr}")
+    return found
+
+
+def test_ownership_modules_share_only_documented_names() -> None:
+    """What one module of the layer uses of another is in that module's ``__all__``."""
+    found = [
+        f for path in sorted((SRC / "ownership").glob("*.py")) for f in _private_names_taken(path)
+    ]
+    assert found == []
+
+
+def test_drivers_use_the_ownership_package_not_its_private_modules() -> None:
+    found = []
+    for path in sorted((SRC / "drivers").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ownership._"):
+                found.append(f"{path.name}: from ..{node.module} import ...")
+    assert found == []

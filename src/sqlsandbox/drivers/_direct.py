@@ -20,8 +20,7 @@ from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from .._exceptions import DOCS, ConfigError, OwnershipError
-from ..ownership import transaction_control
-from ..ownership._messages import caller_name
+from ..ownership import caller_name, transaction_control
 
 if TYPE_CHECKING:
     from ..ownership import Lease, Owner, Sandbox

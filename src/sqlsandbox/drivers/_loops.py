@@ -29,7 +29,7 @@ import weakref
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
-from ..ownership._host import host_loop
+from ..ownership import host_loop
 
 __all__ = ["add_loop_end_listener", "at_loop_end", "remove_loop_end_listener", "watch_adapter"]
 

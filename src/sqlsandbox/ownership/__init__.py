@@ -25,7 +25,9 @@ from ._ddl import implicit_commit as implicit_commit
 from ._ddl import transaction_control as transaction_control
 from ._host import HostLoop as HostLoop
 from ._host import abort_transport as abort_transport
+from ._host import host_loop as host_loop
 from ._host import shutdown_socket as shutdown_socket
+from ._messages import caller_name as caller_name
 from ._owner import Owner as Owner
 from ._sandbox import Mode as Mode
 from ._sandbox import Sandbox as Sandbox
@@ -43,6 +45,8 @@ __all__ = [
     "Sandbox",
     "SyncAdapter",
     "abort_transport",
+    "caller_name",
+    "host_loop",
     "implicit_commit",
     "shutdown_socket",
     "transaction_control",

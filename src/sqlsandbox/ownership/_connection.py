@@ -34,13 +34,13 @@ if TYPE_CHECKING:
     from ._host import HostLoop
     from ._owner import OwnerState
 
-__all__ = ["GUARD", "MARK", "Lease", "OwnedConnection", "Turn"]
+__all__ = ["CHECKIN", "GUARD", "MARK", "Lease", "OwnedConnection", "Turn"]
 
 log = logging.getLogger("sqlsandbox.ownership")
 
 State = Literal["open", "lost", "doomed", "closed"]
 #: Holder used by checkin, distinct from every task and thread.
-_CHECKIN = object()
+CHECKIN = object()
 
 
 #: MariaDB/MySQL errors after which InnoDB has rolled back the whole transaction
@@ -144,7 +144,7 @@ class OwnedConnection:
         holder = self.lock.holder
         if isinstance(holder, asyncio.Task):
             by = f"task {holder.get_name()!r}"
-        elif holder is _CHECKIN:
+        elif holder is CHECKIN:
             by = "the checkin"
         else:
             by = f"thread id {holder}"

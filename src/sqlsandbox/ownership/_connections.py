@@ -16,7 +16,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ConfigError, OwnershipError, ProvisioningError, SandboxError
-from ._connection import _CHECKIN, OwnedConnection
+from ._connection import CHECKIN, OwnedConnection
 from ._host import HostLoop, host_loop
 from ._lock import current_holder
 from ._messages import DOCS_PAGE
@@ -26,14 +26,15 @@ if TYPE_CHECKING:
     from ._adapter import AsyncAdapter, AsyncConnector, Connector, SyncAdapter
     from ._owner import OwnerState
 
-__all__ = ["ConnectionsMixin"]
+__all__ = ["ConnectionsMixin", "deferred_error", "running_loop"]
 
 #: Seconds a rollback on another thread's event loop may take before the
 #: connection is dropped instead (the server then rolls back on its own).
 _RELEASE_TIMEOUT = 30.0
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """Return the event loop running in this thread, or None."""
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
@@ -341,7 +342,7 @@ class ConnectionsMixin:
         if conn.state != "open":
             conn.state = "closed"
             return
-        if not conn.lock.try_acquire(_CHECKIN):
+        if not conn.lock.try_acquire(CHECKIN):
             # Another thread is mid-query: abort it; it closes the connection itself.
             conn.state = "doomed"
             conn.interrupt()
@@ -358,7 +359,7 @@ class ConnectionsMixin:
                     try:
                         adapter.check_deferred(keep=True)
                     except Exception as exc:
-                        error = _deferred_error(conn, exc)
+                        error = deferred_error(conn, exc)
                 if healthy:
                     adapter.rollback(**self._checkin_options(conn))
             elif conn.stack:
@@ -389,7 +390,7 @@ class ConnectionsMixin:
                     try:
                         await adapter.check_deferred(keep=True)
                     except Exception as exc:
-                        error = _deferred_error(conn, exc)
+                        error = deferred_error(conn, exc)
                 if healthy:
                     await adapter.rollback(**self._checkin_options(conn))
             elif conn.stack:
@@ -413,7 +414,7 @@ class ConnectionsMixin:
         if conn.state != "open":
             conn.state = "closed"
             return False
-        if not conn.lock.try_acquire(_CHECKIN):
+        if not conn.lock.try_acquire(CHECKIN):
             conn.state = "doomed"
             conn.interrupt()
             return False
@@ -461,7 +462,7 @@ class ConnectionsMixin:
         loop = conn.loop
         if loop is None:
             return host_loop().run_sync(coro)
-        if conn.host is not None or (loop.is_running() and loop is not _running_loop()):
+        if conn.host is not None or (loop.is_running() and loop is not running_loop()):
             future = asyncio.run_coroutine_threadsafe(coro, loop)
             try:
                 # Bounded: that loop may be blocked, waiting on this very thread.
@@ -472,7 +473,7 @@ class ConnectionsMixin:
         if (
             not loop.is_closed()
             and not loop.is_running()
-            and _running_loop() is None
+            and running_loop() is None
             and threading.current_thread() is threading.main_thread()
         ):
             # An idle loop of the main thread (pytest-asyncio's, between tests).
@@ -501,7 +502,7 @@ class ConnectionsMixin:
                         host_loop().run_sync(adapter.close(), timeout=10)
                     except Exception:
                         _discard_quietly(adapter, loop)
-                elif loop.is_running() and loop is not _running_loop():
+                elif loop.is_running() and loop is not running_loop():
                     try:
                         asyncio.run_coroutine_threadsafe(adapter.close(), loop).result(10)
                     except Exception:
@@ -538,7 +539,7 @@ def _close_quietly(adapter: Any) -> None:
 
 def _discard_quietly(adapter: Any, loop: asyncio.AbstractEventLoop | None) -> None:
     try:
-        if loop is not None and not loop.is_closed() and loop is not _running_loop():
+        if loop is not None and not loop.is_closed() and loop is not running_loop():
             loop.call_soon_threadsafe(adapter.discard)
         else:
             adapter.discard()
@@ -556,7 +557,8 @@ def _implicit_commit_error(conn: OwnedConnection) -> OwnershipError:
     )
 
 
-def _deferred_error(conn: OwnedConnection, exc: BaseException) -> SandboxError:
+def deferred_error(conn: OwnedConnection, exc: BaseException) -> SandboxError:
+    """Return the error to raise when checking deferred constraints failed with *exc*."""
     name = conn.owner.name if conn.owner is not None else "?"
     return SandboxError(
         f"A deferred constraint of owner {name!r}'s transaction is violated: "

@@ -34,11 +34,17 @@ prepared statements that the scope's own fixtures made too.
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
-from . import _reset
-from ._scope import ScopeSavepoint, _run
+from ._reset import (
+    LEFTOVER_MARK,
+    lacks_xml,
+    pg_deallocate,
+    pg_drop_leftovers,
+    pg_reset_sql,
+    pg_snapshot_sql,
+)
+from ._scope import ScopeSavepoint, run_blocking
 
 if TYPE_CHECKING:
     from ._connection import OwnedConnection
@@ -55,27 +61,19 @@ _NO_BASELINE = "sqlsandbox.nested_none"
 _MISSING = "does not exist"
 
 
-def _with_parameter(sql: str) -> str:
-    """Read the baseline from the setting named by ``$1`` instead of the checkin's."""
-    return sql.replace(f"'{_reset._PG_SETTING}'", "$1")
-
-
 def _reset_body(*, no_xml: bool, session: bool) -> str:
-    restore = _with_parameter(_reset._pg_restore(SimpleNamespace(no_xml=no_xml)))
-    if not session:
-        return f"SELECT ({restore}) >= 0"
-    # The leftover check fails on purpose, last: restore and unlock have run then.
-    return (
-        f"SELECT CASE WHEN ({restore}) >= 0 AND {_reset._UNLOCKED} "
-        f"THEN ({_reset._PG_LEFTOVERS}) END"
+    """The reset of a nested scope, reading the baseline from the setting named by ``$1``."""
+    # Without *session* (the ownership tests' private switch) locks stay too.
+    return pg_reset_sql(
+        no_xml=no_xml, sequences=True, session=session, unlock=session, setting="$1"
     )
 
 
 def _prepare_sql() -> list[str]:
     names = ", ".join(f"'{n}'" for n in (_SNAPSHOT, *_RESET.values()))
     return [
-        _reset._pg_deallocate(f"name IN ({names})"),
-        f"PREPARE {_SNAPSHOT}(text) AS {_with_parameter(_reset._PG_SNAPSHOT)}",
+        pg_deallocate(f"name IN ({names})"),
+        f"PREPARE {_SNAPSHOT}(text) AS {pg_snapshot_sql('$1')}",
         *(
             f"PREPARE {name}(text) AS {_reset_body(no_xml=no_xml, session=True)}"
             for no_xml, name in _RESET.items()
@@ -96,7 +94,7 @@ def _execute(conn: OwnedConnection, stmts: list[str]) -> None:
                 raise
             conn.exit()
 
-        _run(conn, run())
+        run_blocking(conn, run())
         return
     conn.enter()
     try:
@@ -213,14 +211,11 @@ class NestedScope:
             except Exception as exc:
                 if conn.state != "open":
                     raise
-                if _reset.LEFTOVER_MARK in str(exc):
+                if LEFTOVER_MARK in str(exc):
                     # The test left prepared statements; sequences and locks are done.
-                    _guarded(
-                        conn,
-                        [_reset._pg_deallocate(f"NOT {_reset._OURS}"), "DISCARD SEQUENCES"],
-                    )
+                    _guarded(conn, pg_drop_leftovers())
                     return
-                if _reset._NO_XML not in str(exc) or attempt == 2:
+                if not lacks_xml(exc) or attempt == 2:
                     raise
                 adapter.no_xml = True  # a server built without libxml: no MAX guard
 

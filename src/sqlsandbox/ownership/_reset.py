@@ -37,15 +37,23 @@ from typing import Any
 
 __all__ = [
     "LEFTOVER_MARK",
+    "PG_SETTING",
     "begin_sql",
     "checkin_sql",
+    "lacks_xml",
+    "pg_deallocate",
+    "pg_drop_leftovers",
+    "pg_reset_sql",
+    "pg_snapshot_sql",
     "recovery_sql",
     "session_effects",
     "snapshot_sql",
 ]
 
 #: Session setting (PostgreSQL) and user variable (MariaDB) holding the baseline.
-_PG_SETTING = "sqlsandbox.sequences"
+#: The PostgreSQL statements below name it as a literal; :func:`pg_snapshot_sql`
+#: and :func:`pg_reset_sql` can name another one (the nested scopes' baselines).
+PG_SETTING = "sqlsandbox.sequences"
 _MY_VARIABLE = "@sqlsandbox_counters"
 #: Text of the error our leftover check raises on purpose.
 LEFTOVER_MARK = "sqlsandbox: session state left by the test"
@@ -58,7 +66,7 @@ LEFTOVER_MARK = "sqlsandbox: session state left by the test"
 # with it. The restore reads nothing but this setting until a sequence moved:
 # catalog tables in its plan would cost a test that inserts nothing more than
 # the restore itself (opening them is most of a small query's time).
-_PG_SNAPSHOT = f"""SELECT pg_catalog.set_config('{_PG_SETTING}', coalesce((
+_PG_SNAPSHOT = f"""SELECT pg_catalog.set_config('{PG_SETTING}', coalesce((
 SELECT pg_catalog.string_agg(q.seq::text || ':' || coalesce(q.last, q.start)::text || ':'
        || CASE WHEN q.last IS NULL THEN 'f' ELSE 't' END || ':' || q.increment::text || ':'
        || coalesce(q.tab::text, '0') || ':' || coalesce(q.col::text, '0'), ',')
@@ -101,7 +109,7 @@ FROM (SELECT c.seq, c.value, c.called, c.next,
                          pg_catalog.split_part(e, ':', 5)::pg_catalog.oid AS tab,
                          pg_catalog.split_part(e, ':', 6)::integer AS col
                   FROM pg_catalog.unnest(pg_catalog.string_to_array(
-                         pg_catalog.current_setting('{_PG_SETTING}', true), ',')) AS e) b
+                         pg_catalog.current_setting('{PG_SETTING}', true), ',')) AS e) b
             WHERE CASE WHEN pg_catalog.has_sequence_privilege(b.seq, 'UPDATE')
                        THEN pg_catalog.pg_sequence_last_value(b.seq)
                             IS DISTINCT FROM CASE WHEN b.called THEN b.value END
@@ -132,8 +140,27 @@ _NO_XML = "unsupported XML feature"
 XML_PROBE = "SELECT pg_catalog.query_to_xml('SELECT 1', false, false, '')"
 
 
+def lacks_xml(exc: BaseException) -> bool:
+    """Return whether *exc* says the server has no libxml (then restore without the MAX guard)."""
+    return _NO_XML in str(exc)
+
+
 def _pg_restore(adapter: Any) -> str:
     return _PG_RESTORE_UNGUARDED if getattr(adapter, "no_xml", False) else _PG_RESTORE
+
+
+def _reading(sql: str, setting: str | None) -> str:
+    """Read (or write) the baseline in *setting*, an SQL text such as ``$1``, instead."""
+    return sql if setting is None else sql.replace(f"'{PG_SETTING}'", setting)
+
+
+def pg_snapshot_sql(setting: str | None = None) -> str:
+    """Return the statement that records the sequence baseline.
+
+    *setting* is the SQL text naming the session setting to write (a
+    parameter such as ``$1`` of a prepared statement); None: :data:`PG_SETTING`.
+    """
+    return _reading(_PG_SNAPSHOT, setting)
 
 
 #: Our own prepared statements.
@@ -145,7 +172,7 @@ FROM pg_catalog.pg_prepared_statements
 WHERE from_sql AND NOT {_OURS} LIMIT 1"""
 
 
-def _pg_deallocate(where: str) -> str:
+def pg_deallocate(where: str) -> str:
     """Return a DO block that deallocates the SQL-level prepared statements matching *where*."""
     return f"""DO $sqlsandbox$
 DECLARE r record;
@@ -173,11 +200,37 @@ _PG_RESET_NAMES = {
 }
 
 
-def _pg_reset(adapter: Any, *, sequences: bool, session: bool) -> str:
-    restore = f"({_pg_restore(adapter)}) >= 0 AND " if sequences else ""
+def pg_reset_sql(
+    *, no_xml: bool, sequences: bool, session: bool, unlock: bool = True, setting: str | None = None
+) -> str:
+    """Return one statement that undoes what a rollback left, for the checkin or a nested scope.
+
+    It restores sequences from the baseline in *setting* (as in
+    :func:`pg_snapshot_sql`), releases session advisory locks (*unlock*), and,
+    with *session*, fails on purpose (:data:`LEFTOVER_MARK`), after the rest,
+    when the test left a SQL-level prepared statement. *no_xml*: the server
+    has no libxml, restore without the MAX guard.
+    """
+    parts = []
+    if sequences:
+        restore = _PG_RESTORE_UNGUARDED if no_xml else _PG_RESTORE
+        parts.append(f"({_reading(restore, setting)}) >= 0")
+    if unlock:
+        parts.append(_UNLOCKED)
+    condition = " AND ".join(parts) or "true"
     if session:
-        return f"SELECT CASE WHEN {restore}{_UNLOCKED} THEN ({_PG_LEFTOVERS}) END"
-    return f"SELECT {restore}{_UNLOCKED}"
+        return f"SELECT CASE WHEN {condition} THEN ({_PG_LEFTOVERS}) END"
+    return f"SELECT {condition}"
+
+
+def pg_drop_leftovers() -> list[str]:
+    """Return what removes the app's prepared statements after :data:`LEFTOVER_MARK` failed."""
+    return [pg_deallocate(f"NOT {_OURS}"), "DISCARD SEQUENCES"]
+
+
+def _pg_reset(adapter: Any, *, sequences: bool, session: bool) -> str:
+    no_xml = bool(getattr(adapter, "no_xml", False))
+    return pg_reset_sql(no_xml=no_xml, sequences=sequences, session=session)
 
 
 def _pg_prepare(adapter: Any) -> list[str]:
@@ -320,9 +373,9 @@ def recovery_sql(adapter: Any, exc: BaseException, *, sequences: bool, session: 
         return ["ROLLBACK"] if adapter.in_transaction() is not False else []
     if LEFTOVER_MARK in str(exc):
         # The check failed after the restore and the unlock, before DISCARD.
-        return [_pg_deallocate(f"NOT {_OURS}"), "DISCARD SEQUENCES"]
+        return pg_drop_leftovers()
     adapter.reset_ready = False
-    if _NO_XML in str(exc):
+    if lacks_xml(exc):
         adapter.no_xml = True
     stmts = ["ROLLBACK"] if adapter.in_transaction() is not False else []
     stmts.append(_PG_UNLOCK)
@@ -331,5 +384,5 @@ def recovery_sql(adapter: Any, exc: BaseException, *, sequences: bool, session: 
     if session:
         stmts.append("DISCARD SEQUENCES")
     # Ours too: after an error we no longer know which of them still exist.
-    stmts.append(_pg_deallocate("true" if session else _OURS))
+    stmts.append(pg_deallocate("true" if session else _OURS))
     return stmts

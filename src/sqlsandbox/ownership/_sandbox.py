@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any, Literal, Union, cast
 from .._exceptions import ConfigError, OwnershipError, SandboxError
 from .._urls import DatabaseURL
 from ._adapter import normalize_isolation_level
-from ._connection import _CHECKIN, Lease
-from ._connections import ConnectionsMixin, _deferred_error, _running_loop
+from ._connection import CHECKIN, Lease
+from ._connections import ConnectionsMixin, deferred_error, running_loop
 from ._lock import running_task
 from ._messages import DOCS_PAGE, caller_name, describe, not_owner
 from ._owner import Owner, OwnerState
@@ -420,7 +420,7 @@ class Sandbox(ConnectionsMixin):
             return
         conn = state.conn
         if conn is not None and conn.is_async and conn.host is None and conn.loop is not None:
-            if conn.loop is _running_loop():
+            if conn.loop is running_loop():
                 raise OwnershipError(
                     f"checkin() cannot roll back owner {state.name!r}'s asyncio connection "
                     "from inside its own running event loop: use `await sandbox.acheckin()`."
@@ -515,7 +515,7 @@ class Sandbox(ConnectionsMixin):
         conn, state.conn = state.conn, None
         if conn is None:
             return
-        if conn.lock.try_acquire(_CHECKIN):
+        if conn.lock.try_acquire(CHECKIN):
             conn.state = "closed"
             conn.forget_stack()
             conn.discard_adapter()
@@ -717,7 +717,7 @@ class Sandbox(ConnectionsMixin):
             conn = await self._open_async(state, connector, register=True)
         elif conn.kind != connector.kind:
             raise self._two_drivers(state, conn.kind, connector.kind)
-        elif conn.host is None and conn.loop is not None and conn.loop is not _running_loop():
+        elif conn.host is None and conn.loop is not None and conn.loop is not running_loop():
             raise OwnershipError(
                 f"Owner {state.name!r}'s {conn.kind} connection belongs to the event loop "
                 f"that opened it, and {caller_name()} runs on another loop. This happens when "
@@ -744,7 +744,7 @@ class Sandbox(ConnectionsMixin):
             return False
         if conn.kind != connector.kind:
             raise self._two_drivers(state, conn.kind, connector.kind)
-        if conn.host is None and conn.loop is not None and conn.loop is not _running_loop():
+        if conn.host is None and conn.loop is not None and conn.loop is not running_loop():
             return False  # alease() explains the loop mismatch
         return Lease(conn)
 
@@ -768,7 +768,7 @@ class Sandbox(ConnectionsMixin):
             conn.adapter.check_deferred(keep=False)
         except Exception as exc:
             conn.exit_with(exc)
-            raise _deferred_error(conn, exc) from exc
+            raise deferred_error(conn, exc) from exc
         conn.exit()
 
     async def acheck_deferred(self) -> None:
@@ -786,7 +786,7 @@ class Sandbox(ConnectionsMixin):
             await (conn.host.run(coro) if conn.host is not None else coro)
         except Exception as exc:
             conn.exit_with(exc)
-            raise _deferred_error(conn, exc) from exc
+            raise deferred_error(conn, exc) from exc
         conn.exit()
 
     # ------------------------------------------------------------------------------

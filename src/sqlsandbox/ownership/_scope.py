@@ -26,10 +26,10 @@ if TYPE_CHECKING:
     from ._connection import OwnedConnection
     from ._owner import Owner
 
-__all__ = ["ScopeSavepoint", "scope_savepoint"]
+__all__ = ["ScopeSavepoint", "run_blocking", "scope_savepoint"]
 
 
-def _run(conn: OwnedConnection, coro: Coroutine[Any, Any, None]) -> None:
+def run_blocking(conn: OwnedConnection, coro: Coroutine[Any, Any, None]) -> None:
     """Run *coro* where *conn* may be used, blocking the calling thread."""
     if conn.host is not None:
         conn.host.run_sync(coro)
@@ -74,7 +74,7 @@ class ScopeSavepoint:
 
     def _begin(self) -> None:
         if self._conn.is_async:
-            _run(self._conn, self._lease.abegin())
+            run_blocking(self._conn, self._lease.abegin())
         else:
             self._lease.begin()
 
@@ -85,7 +85,7 @@ class ScopeSavepoint:
             return
         try:
             if self._conn.is_async:
-                _run(self._conn, lease.arollback())
+                run_blocking(self._conn, lease.arollback())
             else:
                 lease.rollback()
         except OwnershipError:
@@ -141,7 +141,7 @@ def wrote_anything(owner: Owner) -> bool:
                     raise
                 conn.exit()
 
-            _run(conn, run())
+            run_blocking(conn, run())
         else:
             lease.enter()
             try:
