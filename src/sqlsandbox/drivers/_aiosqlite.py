@@ -8,14 +8,13 @@ sqlite3's legacy model exactly as in :mod:`._sqlite`.
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..ownership import AsyncSQLAdapter
-from ._direct import Opening, OwnerCheck, Proxy, internal_caller
-from ._sqlite import ROUTES, control_of, implicit_begin, path_of, server_kwargs, split_script
+from ._direct import Opening, internal_caller
+from ._sqlite import ROUTES, ProxyBase, path_of, server_kwargs, split_script
 
 if TYPE_CHECKING:
     from ..ownership import Lease
@@ -92,37 +91,15 @@ async def _close(conn: Any, failed: bool) -> None:
     await conn.close()
 
 
-class AsyncSandboxConnection(Proxy):
+class AsyncSandboxConnection(ProxyBase):
     """An owner's aiosqlite connection as one ``aiosqlite.connect()`` of the app sees it."""
 
-    __slots__ = (
-        "__weakref__",
-        "_check",
-        "_closed",
-        "_connector",
-        "_lease",
-        "_raw",
-        "_route",
-        "isolation_level",
-        "row_factory",
-        "text_factory",
-    )
+    __slots__ = ()
 
     def __init__(
         self, lease: Lease, route: Route, connector: AiosqliteConnector, kwargs: dict[str, Any]
     ) -> None:
-        self._lease = lease
-        self._raw: Any = lease.raw
-        self._route = route
-        self._connector = connector
-        self._check = OwnerCheck(route.sandbox, AKIND)
-        self._closed = False
-        self.isolation_level: str | None = kwargs.get("isolation_level", "")
-        self.row_factory: Any = None
-        self.text_factory: Any = str
-
-    def __repr__(self) -> str:
-        return f"<sqlsandbox aiosqlite connection of owner {self._lease.owner_name!r}>"
+        super().__init__(lease, route, connector, kwargs, AKIND)
 
     def _closed_error(self) -> Exception:
         return ValueError("Connection closed")
@@ -130,28 +107,20 @@ class AsyncSandboxConnection(Proxy):
     async def _run(self, fn: Callable[..., Any], sql: Any, args: tuple[Any, ...]) -> Any:
         if self._closed or not self._check.ok():
             await self._adenied()
-        lease = self._lease
-        if type(sql) is str:
-            verb = control_of(sql)
-            if verb is not None:
-                await self._control(verb)
-                return None
-            if self.isolation_level is not None and not lease.in_transaction:
-                if implicit_begin(sql):
-                    await lease.abegin()
-        async with lease.statement(sql):
-            raw = self._raw
-            if raw.row_factory is not self.row_factory:
-                raw.row_factory = self.row_factory
-            if raw.text_factory is not self.text_factory:
-                raw.text_factory = self.text_factory
+        verb = self._verb(sql)
+        if verb is not None:
+            await self._control(verb)
+            return None
+        if self._opens_transaction(sql):
+            await self._lease.abegin()
+        async with self._lease.statement(sql):
+            self._use_factories()
             return await fn(*args)
 
     async def _control(self, verb: str) -> None:
         lease = self._lease
         if verb == "begin":
-            if lease.in_transaction:
-                raise sqlite3.OperationalError("cannot start a transaction within a transaction")
+            self._refuse_nested_begin()
             await lease.abegin()
         elif verb == "commit":
             await lease.acommit()
@@ -216,10 +185,6 @@ class AsyncSandboxConnection(Proxy):
         await self._lease.arollback()
 
     @property
-    def in_transaction(self) -> bool:
-        return self._lease.in_transaction
-
-    @property
     def total_changes(self) -> int:
         return int(self._raw.total_changes)
 
@@ -241,9 +206,6 @@ class AsyncSandboxConnection(Proxy):
 
     async def _ready(self) -> AsyncSandboxConnection:
         return self
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._raw, name)
 
 
 class AsyncSandboxCursor:
@@ -272,8 +234,8 @@ class AsyncSandboxCursor:
 
     async def executescript(self, script: str) -> AsyncSandboxCursor:
         conn = self._conn
-        if conn.isolation_level is not None and conn._lease.in_transaction:
-            await conn.commit()  # sqlite3 commits a pending transaction before a script
+        if conn._commits_before_script():
+            await conn.commit()
         for statement in split_script(script):
             await conn._run(self._cursor.execute, statement, (statement,))
         return self

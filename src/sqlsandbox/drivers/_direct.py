@@ -329,18 +329,30 @@ def _none() -> None:
 
 
 class Proxy:
-    """What every direct driver's connection proxy does when the caller may not use it.
+    """An owner's connection as one ``connect()`` of the app sees it, for every direct driver.
 
-    Subclasses have these attributes, and ``_closed_error()``: the driver's own
-    error for a closed connection.
+    Holds the state the proxies share and refuses callers that may not use it.
+    Subclasses add ``_closed_error()``: the driver's own error for a closed connection.
     """
 
-    __slots__ = ()
-    _check: OwnerCheck
-    _closed: bool
-    _connector: Any
-    _lease: Lease
-    _route: Route
+    __slots__ = ("__weakref__", "_check", "_closed", "_connector", "_lease", "_raw", "_route")
+
+    def __init__(self, lease: Lease, route: Route, connector: Any, kind: str) -> None:
+        self._lease = lease
+        #: The owner's driver connection.
+        self._raw: Any = lease.raw
+        self._route = route
+        #: Opens the owner's connection when the calling code's owner has none yet.
+        self._connector = connector
+        self._check = OwnerCheck(route.sandbox, kind)
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<sqlsandbox {self._check.kind} connection of owner {self._lease.owner_name!r}>"
+
+    def __getattr__(self, name: str) -> Any:
+        """Anything the proxy does not keep for itself is the real connection's."""
+        return getattr(self._raw, name)
 
     def _closed_error(self) -> Exception:
         raise NotImplementedError

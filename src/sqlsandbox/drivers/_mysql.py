@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib.util
 from typing import TYPE_CHECKING, Any
 
-from ._direct import DRIVERS_PAGE, OwnerCheck, Proxy, Route, Routes, control_verb, require_database
+from ._direct import DRIVERS_PAGE, Proxy, Route, Routes, control_verb, require_database
 
 if TYPE_CHECKING:
     from .._urls import DatabaseURL
@@ -119,13 +119,6 @@ class ProxyBase(Proxy):
     """
 
     __slots__ = (
-        "__weakref__",
-        "_check",
-        "_closed",
-        "_connector",
-        "_lease",
-        "_raw",
-        "_route",
         "autocommit_mode",
         "cursorclass",
     )
@@ -133,22 +126,11 @@ class ProxyBase(Proxy):
     def __init__(
         self, lease: Lease, route: Route, connector: Any, kwargs: dict[str, Any], kind: str
     ) -> None:
-        self._lease = lease
-        self._raw: Any = lease.raw
-        self._route = route
-        self._connector = connector
-        self._check = OwnerCheck(route.sandbox, kind)
-        self._closed = False
+        super().__init__(lease, route, connector, kind)
         autocommit = kwargs.get("autocommit", False)
         # None means "the server's default", which is ON for MariaDB and MySQL.
         self.autocommit_mode = True if autocommit is None else bool(autocommit)
         self.cursorclass: Any = kwargs.get("cursorclass") or self._raw.cursorclass
-
-    def __repr__(self) -> str:
-        return f"<sqlsandbox {self._check.kind} connection of owner {self._lease.owner_name!r}>"
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._raw, name)
 
     def get_autocommit(self) -> bool:
         return self.autocommit_mode

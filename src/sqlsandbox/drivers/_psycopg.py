@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..ownership import AsyncSQLAdapter, SQLAdapter
 from ._direct import (
-    OwnerCheck,
     Proxy,
     Route,
     Routes,
@@ -156,15 +155,8 @@ class AsyncPsycopgConnector:
 
 class ProxyBase(Proxy):
     __slots__ = (
-        "__weakref__",
         "_blocks",
-        "_check",
-        "_closed",
-        "_connector",
-        "_lease",
         "_pipeline",
-        "_raw",
-        "_route",
         "_settings",
         "_wrap",
         "autocommit",
@@ -174,15 +166,10 @@ class ProxyBase(Proxy):
     def __init__(
         self, lease: Lease, route: Route, connector: Any, kwargs: dict[str, Any], kind: str
     ) -> None:
-        self._lease = lease
-        self._raw: Any = lease.raw
-        self._route = route
-        self._connector = connector
-        self._check = OwnerCheck(route.sandbox, kind)
+        super().__init__(lease, route, connector, kind)
         self._wrap = route.statement_savepoints and lease.sandboxed
         #: Open ``transaction()`` blocks, innermost last.
         self._blocks: list[Any] = []
-        self._closed = False
         self._pipeline = 0
         # Transaction settings the app sees; the server connection stays in the test's transaction.
         self._settings: dict[str, Any] = {
@@ -192,9 +179,6 @@ class ProxyBase(Proxy):
         }
         self.autocommit: bool = bool(kwargs.get("autocommit", False))
         self.row_factory: Any = kwargs.get("row_factory") or self._raw.row_factory
-
-    def __repr__(self) -> str:
-        return f"<sqlsandbox {self._check.kind} connection of owner {self._lease.owner_name!r}>"
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name == "autocommit" and hasattr(self, "_lease") and self._in_transaction():

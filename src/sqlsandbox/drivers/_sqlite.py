@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..ownership import SQLAdapter, transaction_control
-from ._direct import OwnerCheck, Proxy, Route, Routes, internal_caller, memoized, require_database
+from ._direct import Proxy, Route, Routes, internal_caller, memoized, require_database
 
 if TYPE_CHECKING:
     from ..ownership import Lease, Sandbox
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "KIND",
     "ROUTES",
+    "ProxyBase",
     "SandboxConnection",
     "install",
     "is_installed",
@@ -150,45 +151,75 @@ class SQLiteConnector:
         return SQLiteAdapter(raw)
 
 
-# -- the proxy ---------------------------------------------------------------------------
+# -- the proxies: what the blocking and asyncio twins share (no I/O) ---------------------------
 
 
-class SandboxConnection(Proxy):
-    """An owner's sqlite3 connection as one ``sqlite3.connect()`` of the app sees it.
+class ProxyBase(Proxy):
+    """An owner's connection as one ``connect()`` of the app sees it, minus the I/O.
 
-    ``row_factory`` and ``text_factory`` belong to the proxy; other
-    attributes and methods (``create_function``, ``backup``...) are the real
-    connection's.
+    ``isolation_level``, ``row_factory`` and ``text_factory`` belong to the
+    proxy; other attributes and methods (``create_function``, ``backup``...)
+    are the real connection's.
     """
 
     __slots__ = (
-        "__weakref__",
-        "_check",
-        "_closed",
-        "_connector",
-        "_lease",
-        "_raw",
-        "_route",
         "isolation_level",
         "row_factory",
         "text_factory",
     )
 
     def __init__(
-        self, lease: Lease, route: Route, connector: SQLiteConnector, kwargs: dict[str, Any]
+        self, lease: Lease, route: Route, connector: Any, kwargs: dict[str, Any], kind: str
     ) -> None:
-        self._lease = lease
-        self._raw: sqlite3.Connection = lease.raw
-        self._route = route
-        self._connector = connector
-        self._check = OwnerCheck(route.sandbox, KIND)
-        self._closed = False
+        super().__init__(lease, route, connector, kind)
         self.isolation_level: str | None = kwargs.get("isolation_level", "")
         self.row_factory: Any = None
         self.text_factory: Any = str
 
-    def __repr__(self) -> str:
-        return f"<sqlsandbox sqlite3 connection of owner {self._lease.owner_name!r}>"
+    @property
+    def in_transaction(self) -> bool:
+        return self._lease.in_transaction
+
+    def _verb(self, sql: Any) -> str | None:
+        """Return the transaction verb of a raw statement (begin, commit, rollback) or None."""
+        return control_of(sql) if type(sql) is str else None
+
+    def _opens_transaction(self, sql: Any) -> bool:
+        """Whether *sql* opens the app's transaction first (sqlite3's legacy model)."""
+        return (
+            self.isolation_level is not None
+            and not self._lease.in_transaction
+            and type(sql) is str
+            and implicit_begin(sql)
+        )
+
+    def _commits_before_script(self) -> bool:
+        """Whether ``executescript()`` commits the app's transaction first, as sqlite3 does."""
+        return self.isolation_level is not None and self._lease.in_transaction
+
+    def _refuse_nested_begin(self) -> None:
+        if self._lease.in_transaction:
+            raise sqlite3.OperationalError("cannot start a transaction within a transaction")
+
+    def _use_factories(self) -> None:
+        """Set the proxy's factories on the shared connection, in the caller's turn."""
+        raw = self._raw
+        if raw.row_factory is not self.row_factory:
+            raw.row_factory = self.row_factory
+        if raw.text_factory is not self.text_factory:
+            raw.text_factory = self.text_factory
+
+
+class SandboxConnection(ProxyBase):
+    """An owner's sqlite3 connection as one ``sqlite3.connect()`` of the app sees it."""
+
+    __slots__ = ()
+    _raw: sqlite3.Connection
+
+    def __init__(
+        self, lease: Lease, route: Route, connector: SQLiteConnector, kwargs: dict[str, Any]
+    ) -> None:
+        super().__init__(lease, route, connector, kwargs, KIND)
 
     def _closed_error(self) -> Exception:
         return sqlite3.ProgrammingError("Cannot operate on a closed database.")
@@ -197,29 +228,20 @@ class SandboxConnection(Proxy):
         """Run one statement in this caller's turn; False if it was transaction control."""
         if self._closed or not self._check.ok():
             self._denied()
-        lease = self._lease
-        if type(sql) is str:
-            verb = control_of(sql)
-            if verb is not None:
-                self._control(verb)
-                return False
-            if self.isolation_level is not None and not lease.in_transaction:
-                if implicit_begin(sql):
-                    lease.begin()
-        with lease.statement(sql):
-            raw = self._raw
-            # The factories are the proxy's: set them on the shared connection in our turn.
-            if raw.row_factory is not self.row_factory:
-                raw.row_factory = self.row_factory
-            if raw.text_factory is not self.text_factory:
-                raw.text_factory = self.text_factory
+        verb = self._verb(sql)
+        if verb is not None:
+            self._control(verb)
+            return False
+        if self._opens_transaction(sql):
+            self._lease.begin()
+        with self._lease.statement(sql):
+            self._use_factories()
             return fn(*args)
 
     def _control(self, verb: str) -> None:
         lease = self._lease
         if verb == "begin":
-            if lease.in_transaction:
-                raise sqlite3.OperationalError("cannot start a transaction within a transaction")
+            self._refuse_nested_begin()
             lease.begin()
         elif verb == "commit":
             lease.commit()
@@ -258,10 +280,6 @@ class SandboxConnection(Proxy):
         self._lease.rollback()
 
     @property
-    def in_transaction(self) -> bool:
-        return self._lease.in_transaction
-
-    @property
     def total_changes(self) -> int:
         return self._raw.total_changes
 
@@ -282,9 +300,6 @@ class SandboxConnection(Proxy):
         else:
             self.rollback()
         return False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._raw, name)
 
 
 class SandboxCursor:
@@ -312,8 +327,8 @@ class SandboxCursor:
 
     def executescript(self, script: str, /) -> SandboxCursor:
         conn = self._conn
-        if conn.isolation_level is not None and conn._lease.in_transaction:
-            conn.commit()  # sqlite3 commits a pending transaction before a script
+        if conn._commits_before_script():
+            conn.commit()
         for statement in split_script(script):
             conn._run(self._cursor.execute, statement, (statement,))
         return self
