@@ -20,6 +20,7 @@ from .._exceptions import ConfigError
 from ..ownership import AsyncSQLAdapter, SQLAdapter, abort_transport, shutdown_socket
 from ._libpq import LibpqStatements
 from ._mysql import arollback_on_timeout, rollback_on_timeout
+from ._sqlite import SQLiteStatements
 
 if TYPE_CHECKING:
     from sqlalchemy.engine.interfaces import Dialect
@@ -154,7 +155,7 @@ class Psycopg2Adapter(_SyncAdapter):
             shutdown_socket(self.raw.fileno())
 
 
-class PySQLiteAdapter(_SyncAdapter):
+class PySQLiteAdapter(SQLiteStatements, _SyncAdapter):
     """The standard library's sqlite3."""
 
     attributes = ("isolation_level",)
@@ -167,24 +168,6 @@ class PySQLiteAdapter(_SyncAdapter):
         if self.raw.in_transaction:
             self.raw.rollback()
         self.raw.isolation_level = None
-
-    def execute(self, sql: str) -> None:
-        self.raw.execute(sql)
-
-    def in_transaction(self) -> bool:
-        return bool(self.raw.in_transaction)
-
-    def is_broken(self) -> bool:
-        import sqlite3
-
-        try:
-            self.raw.total_changes  # noqa: B018 - raises once the connection is closed
-        except sqlite3.ProgrammingError:
-            return True
-        return False
-
-    def interrupt(self) -> None:
-        self.raw.interrupt()
 
 
 class PyMySQLAdapter(_SyncAdapter):

@@ -31,6 +31,7 @@ __all__ = [
     "KIND",
     "ROUTES",
     "ProxyBase",
+    "SQLiteStatements",
     "SandboxConnection",
     "install",
     "is_installed",
@@ -108,11 +109,10 @@ def server_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 # -- ownership adapter and connector ---------------------------------------------------
 
 
-class SQLiteAdapter(SQLAdapter):
-    """A sqlite3 connection in autocommit mode, shared by the owner's threads in turns."""
+class SQLiteStatements:
+    """Mixin for adapters whose ``raw`` is a ``sqlite3.Connection`` (here and SQLAlchemy's)."""
 
-    def __init__(self, raw: sqlite3.Connection) -> None:
-        super().__init__(raw, kind=KIND, dialect="sqlite")
+    raw: Any
 
     def execute(self, sql: str) -> None:
         self.raw.execute(sql)
@@ -127,11 +127,18 @@ class SQLiteAdapter(SQLAdapter):
             return True
         return False
 
+    def interrupt(self) -> None:
+        self.raw.interrupt()  # sqlite3's interrupt may be called from any thread
+
+
+class SQLiteAdapter(SQLiteStatements, SQLAdapter):
+    """A sqlite3 connection in autocommit mode, shared by the owner's threads in turns."""
+
+    def __init__(self, raw: sqlite3.Connection) -> None:
+        super().__init__(raw, kind=KIND, dialect="sqlite")
+
     def close(self) -> None:
         self.raw.close()
-
-    def interrupt(self) -> None:
-        self.raw.interrupt()
 
 
 class SQLiteConnector:
