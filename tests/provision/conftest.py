@@ -133,6 +133,9 @@ def make_provisioner(
         kwargs.setdefault("cache_dir", cache_dir)
         # No spare clones unless a test asks: they would only cost creates and drops.
         kwargs.setdefault("warm", {})
+        # Measuring clone strategies costs six clones per cache directory (one per test
+        # here): tests of it ask for it (test_strategy.py).
+        kwargs.setdefault("choose_strategy", False)
         provisioner = Provisioner(server, **kwargs)
         made.append(provisioner)
         return provisioner

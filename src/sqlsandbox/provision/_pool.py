@@ -360,6 +360,9 @@ class WarmPool:
                     server.close()
                     server = self.server
                 self._servers[index] = server
+            if server is not self.server and hasattr(self.server, "clone_strategy"):
+                # Chosen after this sibling connected, maybe (see Provisioner.template).
+                server.clone_strategy = self.server.clone_strategy  # type: ignore[attr-defined]
             return server
 
     def _drop_side_by_side(

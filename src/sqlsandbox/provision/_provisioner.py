@@ -25,6 +25,7 @@ from ._pool import PoolStats, WarmPool
 from ._reaper import DEFAULT_STALE_AFTER, ReapReport, prune_templates, reap
 from ._registry import Owner, Registry
 from ._spec import TemplateSpec
+from ._strategy import choose_clone_strategy
 from ._template import Template, TemplateBuilder
 
 if TYPE_CHECKING:
@@ -111,6 +112,9 @@ class Provisioner:
     one-line messages while templates are built (which migration runs). With
     *isolated_builds* migrations and seed run in a child process, so nothing
     they import or set stays in this one (the pytest plugin builds this way).
+    With *choose_strategy* (PostgreSQL 15+, no ``clone_strategy`` set on
+    *server*) the first template asked for also picks ``CREATE DATABASE``'s
+    strategy: measured once per server and cached in *cache_dir*.
     """
 
     def __init__(
@@ -133,6 +137,7 @@ class Provisioner:
         heartbeat_interval: float = 30.0,
         registry_database: str = REGISTRY_DATABASE,
         isolated_builds: bool = False,
+        choose_strategy: bool = True,
     ) -> None:
         self.server = server
         self.budget = budget or Budget()
@@ -170,6 +175,7 @@ class Provisioner:
         self._templates: dict[TemplateSpec, Template] = {}
         self._default: Template | None = None
         self._template_lock = threading.Lock()
+        self._strategy_chosen = not choose_strategy
         self._closed = False
         self._reaper: threading.Thread | None = None
         self._stop = threading.Event()
@@ -241,7 +247,19 @@ class Provisioner:
                 self._templates[spec] = template
             if self._default is None:
                 self._default = template
+            if not self._strategy_chosen:
+                self._strategy_chosen = True
+                self._choose_clone_strategy(template)
             return template
+
+    def _choose_clone_strategy(self, template: Template) -> None:
+        """Clone with the strategy measured fastest on this server (see ``_strategy``)."""
+
+        def probe() -> Callable[[], None]:
+            lease = self.clone("probe", template=template)
+            return lease.release
+
+        choose_clone_strategy(self.server, self.cache_dir, probe)
 
     def _resolve(self, template: Template | TemplateSpec | None) -> Template:
         if isinstance(template, TemplateSpec):
