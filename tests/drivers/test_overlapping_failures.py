@@ -14,7 +14,8 @@ inside its savepoint.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from types import ModuleType
 from typing import Any
 
 import aiomysql
@@ -41,71 +42,51 @@ def expected(tag: str) -> list[str]:
     return [tag + "taken", tag + "winner", tag + "winner2"]
 
 
-@pytest.fixture
-def pg_sandbox(driver_pg_url: DatabaseURL) -> Iterator[Sandbox]:
-    box = Sandbox(driver_pg_url, name="direct-failures")
-    sqlsandbox.psycopg.install(box)
-    yield box
-    sqlsandbox.psycopg.uninstall(box)
-    box.close()
+Route = Callable[[DatabaseURL, ModuleType], Sandbox]
 
 
 @pytest.fixture
-def sqlite_sandbox(driver_sqlite_url: DatabaseURL) -> Iterator[Sandbox]:
-    box = Sandbox(driver_sqlite_url, name="direct-failures")
-    sqlsandbox.sqlite.install(box)
-    yield box
-    sqlsandbox.sqlite.uninstall(box)
-    box.close()
+def route() -> Iterator[Route]:
+    """Make sandboxes on a database, each routing one driver module (``sqlsandbox.psycopg``...)."""
+    made: list[tuple[Sandbox, ModuleType]] = []
 
+    def make(url: DatabaseURL, module: ModuleType) -> Sandbox:
+        box = Sandbox(url, name=f"direct-failures-{module.__name__}")
+        module.install(box)
+        made.append((box, module))
+        return box
 
-@pytest.fixture
-def maria_sandbox(driver_maria_url: DatabaseURL) -> Iterator[Sandbox]:
-    box = Sandbox(driver_maria_url, name="direct-failures")
-    sqlsandbox.mysql.install(box)
-    yield box
-    sqlsandbox.mysql.uninstall(box)
-    box.close()
-
-
-@pytest_asyncio.fixture
-async def apg_sandbox(driver_pg_url: DatabaseURL) -> AsyncIterator[Sandbox]:
-    box = Sandbox(driver_pg_url, name="direct-failures-async")
-    sqlsandbox.psycopg.install(box)
-    yield box
-    sqlsandbox.psycopg.uninstall(box)
-    await box.aclose()
+    yield make
+    for box, module in made:
+        module.uninstall(box)
+        box.close()
 
 
 @pytest_asyncio.fixture
-async def asyncpg_sandbox(driver_pg_url: DatabaseURL) -> AsyncIterator[Sandbox]:
-    box = Sandbox(driver_pg_url, name="direct-failures-asyncpg")
-    sqlsandbox.asyncpg.install(box)
-    yield box
-    sqlsandbox.asyncpg.uninstall(box)
-    await box.aclose()
+async def aroute() -> AsyncIterator[Route]:
+    """:func:`route` for asyncio drivers: the sandboxes close on the test's event loop."""
+    made: list[tuple[Sandbox, ModuleType]] = []
+
+    def make(url: DatabaseURL, module: ModuleType) -> Sandbox:
+        box = Sandbox(url, name=f"direct-failures-async-{module.__name__}")
+        module.install(box)
+        made.append((box, module))
+        return box
+
+    yield make
+    for box, module in made:
+        module.uninstall(box)
+        await box.aclose()
 
 
 @pytest_asyncio.fixture
-async def asqlite_sandbox(driver_sqlite_url: DatabaseURL) -> AsyncIterator[Sandbox]:
-    box = Sandbox(driver_sqlite_url, name="direct-failures-async")
-    sqlsandbox.sqlite.install(box)
+async def asqlite_sandbox(driver_sqlite_url: DatabaseURL, aroute: Route) -> Sandbox:
+    box = aroute(driver_sqlite_url, sqlsandbox.sqlite)
     # Open the (idle) aiosqlite connection here: its worker thread must not
     # look like a thread the test leaked.
     async with await box.acheckout():
         pass
-    yield box
-    sqlsandbox.sqlite.uninstall(box)
-    await box.aclose()
-
-
-@pytest_asyncio.fixture
-async def amaria_sandbox(driver_maria_url: DatabaseURL) -> AsyncIterator[Sandbox]:
-    box = Sandbox(driver_maria_url, name="direct-failures-async")
-    sqlsandbox.mysql.install(box)
-    yield box
-    sqlsandbox.mysql.uninstall(box)
-    await box.aclose()
+    return box
 
 
 def pg_dsn(url: DatabaseURL) -> str:
@@ -125,9 +106,10 @@ def mysql_kw(url: DatabaseURL) -> dict[str, Any]:
 # -- PostgreSQL --------------------------------------------------------------------------
 
 
-def test_psycopg(pg_sandbox: Sandbox, driver_pg_url: DatabaseURL, tag: str) -> None:
+def test_psycopg(route: Route, driver_pg_url: DatabaseURL, tag: str) -> None:
+    box = route(driver_pg_url, sqlsandbox.psycopg)
     dsn = pg_dsn(driver_pg_url)
-    with pg_sandbox.checkout(), psycopg.connect(dsn) as loser, psycopg.connect(dsn) as winner:
+    with box.checkout(), psycopg.connect(dsn) as loser, psycopg.connect(dsn) as winner:
         loser.execute(INSERT, (tag + "taken",))
         loser.commit()
         loser.execute(SELECT, (tag + "%",)).fetchall()
@@ -142,9 +124,10 @@ def test_psycopg(pg_sandbox: Sandbox, driver_pg_url: DatabaseURL, tag: str) -> N
 
 
 @pytest.mark.asyncio
-async def test_async_psycopg(apg_sandbox: Sandbox, driver_pg_url: DatabaseURL, tag: str) -> None:
+async def test_async_psycopg(aroute: Route, driver_pg_url: DatabaseURL, tag: str) -> None:
+    box = aroute(driver_pg_url, sqlsandbox.psycopg)
     dsn = pg_dsn(driver_pg_url)
-    async with await apg_sandbox.acheckout():
+    async with await box.acheckout():
         loser = await psycopg.AsyncConnection.connect(dsn)
         winner = await psycopg.AsyncConnection.connect(dsn)
         await loser.execute(INSERT, (tag + "taken",))
@@ -163,9 +146,10 @@ async def test_async_psycopg(apg_sandbox: Sandbox, driver_pg_url: DatabaseURL, t
 
 
 @pytest.mark.asyncio
-async def test_asyncpg(asyncpg_sandbox: Sandbox, driver_pg_url: DatabaseURL, tag: str) -> None:
+async def test_asyncpg(aroute: Route, driver_pg_url: DatabaseURL, tag: str) -> None:
+    box = aroute(driver_pg_url, sqlsandbox.asyncpg)
     select, insert = SELECT.replace("%s", "$1"), INSERT.replace("%s", "$1")
-    async with await asyncpg_sandbox.acheckout():
+    async with await box.acheckout():
         loser = await asyncpg.connect(pg_dsn(driver_pg_url))
         winner = await asyncpg.connect(pg_dsn(driver_pg_url))
         await loser.execute(insert, tag + "taken")
@@ -189,11 +173,12 @@ async def test_asyncpg(asyncpg_sandbox: Sandbox, driver_pg_url: DatabaseURL, tag
 # -- SQLite ------------------------------------------------------------------------------
 
 
-def test_sqlite3(sqlite_sandbox: Sandbox, driver_sqlite_url: DatabaseURL, tag: str) -> None:
+def test_sqlite3(route: Route, driver_sqlite_url: DatabaseURL, tag: str) -> None:
+    box = route(driver_sqlite_url, sqlsandbox.sqlite)
     path = driver_sqlite_url.database
     assert path is not None
     select, insert = SELECT.replace("%s", "?"), INSERT.replace("%s", "?")
-    with sqlite_sandbox.checkout():
+    with box.checkout():
         loser = sqlite3.connect(path)
         winner = sqlite3.connect(path)
         loser.execute(insert, (tag + "taken",))
@@ -241,9 +226,10 @@ async def test_aiosqlite(
 # -- MariaDB -----------------------------------------------------------------------------
 
 
-def test_pymysql(maria_sandbox: Sandbox, driver_maria_url: DatabaseURL, tag: str) -> None:
+def test_pymysql(route: Route, driver_maria_url: DatabaseURL, tag: str) -> None:
+    box = route(driver_maria_url, sqlsandbox.mysql)
     kw = mysql_kw(driver_maria_url)
-    with maria_sandbox.checkout():
+    with box.checkout():
         loser = pymysql.connect(**kw)
         winner = pymysql.connect(**kw)
         with loser.cursor() as cur:
@@ -266,9 +252,10 @@ def test_pymysql(maria_sandbox: Sandbox, driver_maria_url: DatabaseURL, tag: str
 
 
 @pytest.mark.asyncio
-async def test_aiomysql(amaria_sandbox: Sandbox, driver_maria_url: DatabaseURL, tag: str) -> None:
+async def test_aiomysql(aroute: Route, driver_maria_url: DatabaseURL, tag: str) -> None:
+    box = aroute(driver_maria_url, sqlsandbox.mysql)
     kw = mysql_kw(driver_maria_url)
-    async with await amaria_sandbox.acheckout():
+    async with await box.acheckout():
         loser = await aiomysql.connect(**kw)
         winner = await aiomysql.connect(**kw)
         async with loser.cursor() as cur:

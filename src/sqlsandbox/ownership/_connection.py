@@ -733,13 +733,15 @@ class Turn:
     :meth:`done` in that order instead of using the context manager.
     """
 
-    __slots__ = ("_check", "_guard", "_lease", "_noted_by", "_sql")
+    __slots__ = ("_check", "_flags", "_guard", "_lease", "_noted_by", "_sql")
 
     def __init__(self, lease: Lease, sql: object, noted_by: Lease | None, check: bool) -> None:
         self._lease = lease
         self._sql = sql
         self._noted_by = noted_by
         self._check = check
+        self._flags = 0
+        #: Whether a failure rolls back to the savepoint before the statement.
         self._guard = False
 
     # -- the steps, for callers that take the turn themselves ---------------------------
@@ -753,20 +755,20 @@ class Turn:
         noted_by = self._noted_by
         if noted_by is None:
             return False
-        flags = noted_by.prepare_statement(self._sql)
+        flags = self._flags = noted_by.prepare_statement(self._sql)
         if flags & MARK:
-            return True
+            return True  # guarded once mark() made the savepoint to go back to
         self._guard = bool(flags & GUARD)
         return False
 
     def mark(self) -> None:
         """Open the savepoint :meth:`note` asked for (blocking)."""
         self._lease.mark()
-        self._guard = True
+        self._guard = bool(self._flags & GUARD)
 
     async def amark(self) -> None:
         await self._lease.amark()
-        self._guard = True
+        self._guard = bool(self._flags & GUARD)
 
     def fail(self, exc: BaseException) -> None:
         """End the turn after *exc*: undo the statement if it was guarded (blocking)."""
