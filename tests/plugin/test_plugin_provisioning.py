@@ -239,3 +239,51 @@ def test_the_next_run_takes_the_clone_this_run_left(
     assert len(spares[0]) == len(spares[1]) == 1
     assert used[1] == spares[0][0]
     assert spares[1] != spares[0]
+
+
+# The controller's hook runs before xdist's own (which tells the workers to shut
+# down): what the workers made and still hold is on the server then.
+CONTROLLER_SEES = """
+import os
+import pathlib
+
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):
+    if hasattr(session.config, "workerinput"):
+        return
+    from sqlsandbox.provision import Registry
+    from sqlsandbox.servers import connect_server
+
+    server = connect_server(os.environ["SQLSANDBOX_URL"])
+    registry = Registry(server, os.environ["SQLSANDBOX_REGISTRY_DATABASE"]).open()
+    held = sorted(
+        row.kind for row in registry.databases() if row.state == "clone" and row.owner_id
+    )
+    registry.close()
+    server.close()
+    pathlib.Path("held.txt").write_text(" ".join(held))
+"""
+
+
+def test_workers_drop_their_clones_before_they_report_finished(
+    pytester: pytest.Pytester,
+    make_project: MakeProject,
+    server_env: DatabaseURL,
+    inner_registry: str,
+) -> None:
+    # xdist interrupts workers ~5 s after the controller is done: drops left for
+    # then could be cut off, leaving the controller's reap to find them.
+    _migrations(pytester)
+    make_project(
+        'migrate = "sql:migrations/"\nisolation = "database"\n',
+        conftest=CONTROLLER_SEES,
+        test_db=DATABASE_TESTS,
+    )
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-n", "2")
+    result.assert_outcomes(passed=12)
+    # Without url_env the controller makes no clone: nothing is held by then.
+    assert (pytester.path / "held.txt").read_text() == ""
+    assert "left by dead runs" not in result.stderr.str() + result.stdout.str()

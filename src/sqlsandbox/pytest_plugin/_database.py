@@ -214,33 +214,39 @@ class WorkerDatabase:
     def _open_clone(self, kind: str, report: Callable[[str], None] | None) -> None:
         """Open the template and make this process's clone, meanwhile importing what it needs.
 
-        Making the clone is mostly waiting for the server (connections,
-        statements, ``CREATE DATABASE``), so it runs in a thread while this one
-        imports the modules the run needs anyway. It ends before this returns:
-        the app, imported next, may connect at import time.
+        Making the clone is waiting for the server (``CREATE DATABASE``), so it
+        runs in a thread while this one imports the modules the run needs anyway.
+        Opening the template comes first, alone: fingerprinting imports the
+        project's migrations and models, and two threads importing modules that
+        import each other (SQLAlchemy's do) can hand one of them a partly
+        initialised module, an ImportError that is no missing package. Imports
+        hold the GIL anyway: only the waiting overlaps. It all ends before this
+        returns: the app, imported next, may connect at import time.
         """
-
-        def provision() -> None:
-            self.open_template(report)
-            assert self.provisioner is not None
-            self.clone = self.provisioner.clone(kind)
-            if kind == "worker" and self.settings.isolation == "database":
-                # Most tests will want a clone of their own: start making them now,
-                # while the app is imported and the tests collected.
-                self.provisioner.prewarm("test", self.warm_target())
-
         errors: list[BaseException] = []
+        opened = threading.Event()
 
         def run() -> None:
             try:
-                provision()
+                try:
+                    self.open_template(report)
+                finally:
+                    opened.set()
+                assert self.provisioner is not None
+                self.clone = self.provisioner.clone(kind)
+                if kind == "worker" and self.settings.isolation == "database":
+                    # Most tests will want a clone of their own: start making them now,
+                    # while the app is imported and the tests collected.
+                    self.provisioner.prewarm("test", self.warm_target())
             except BaseException as exc:
                 errors.append(exc)
 
         thread = threading.Thread(target=run, name="sqlsandbox-open", daemon=True)
         thread.start()
         try:
-            self._import_ahead()
+            opened.wait()
+            if not errors:
+                self._import_ahead()
         finally:
             thread.join()
         if errors:
@@ -258,7 +264,10 @@ class WorkerDatabase:
         names = ["sqlsandbox.sqlalchemy"] if self.settings.engines else []
         names += [f"sqlsandbox.{name}" for name in self.settings.drivers]
         for name in names:
-            with contextlib.suppress(ImportError):
+            # Not only ImportError: sqlsandbox.sqlalchemy turns a missing package into a
+            # ConfigError. Whatever failed is imported again where it is used, and fails
+            # there with its own message.
+            with contextlib.suppress(Exception):
                 importlib.import_module(name)
 
     def open(self, report: Callable[[str], None] | None = None) -> None:
@@ -725,6 +734,24 @@ def collection_message(where: str) -> str:
         "engines at import time, but connect later. See "
         "docs/pytest.md#code-that-runs-while-pytest-collects"
     )
+
+
+@pytest.hookimpl(wrapper=True, trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> Generator[None, Any, Any]:
+    """In an xdist worker, drop its clones as soon as the session fixtures are torn down.
+
+    xdist interrupts its workers about 5 s after the controller is done, which
+    could cut off drops left for ``pytest_unconfigure`` (the controller's reap
+    then finds them). The innermost wrapper: this runs after the teardown and
+    before xdist's own wrapper tells the controller that the worker finished.
+    """
+    try:
+        return (yield)
+    finally:
+        if is_worker(session.config):
+            database = session.config.stash.get(_DATABASE_KEY, None)
+            if database is not None:
+                database.close()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
