@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..ownership import AsyncSQLAdapter, abort_transport
-from ._direct import Opening, Ready, internal_caller
+from ._direct import CursorProxy, Opening, Ready, internal_caller
 from ._mysql import (
     AKIND,
     IN_TRANS,
@@ -278,22 +278,12 @@ async def _close_cursor(cursor: Any, failed: bool) -> None:
     await cursor.close()
 
 
-class AsyncSandboxCursor:
+class AsyncSandboxCursor(CursorProxy):
     """A real aiomysql cursor of the owner's connection; statements take turns."""
 
-    __slots__ = ("_conn", "_cursor", "_server_side")
+    __slots__ = ()
     _conn: AsyncSandboxConnection
     _cursor: Any
-    _server_side: bool
-
-    def __init__(self, conn: AsyncSandboxConnection, cursor: Any, *, server_side: bool) -> None:
-        object.__setattr__(self, "_conn", conn)
-        object.__setattr__(self, "_cursor", cursor)
-        object.__setattr__(self, "_server_side", server_side)
-
-    @property
-    def connection(self) -> AsyncSandboxConnection:
-        return self._conn
 
     async def execute(self, query: Any, args: Any = None) -> Any:
         return await self._conn._run(self._cursor.execute, query, (query, args))
@@ -346,9 +336,6 @@ class AsyncSandboxCursor:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cursor, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._cursor, name, value)

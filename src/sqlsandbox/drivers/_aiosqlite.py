@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..ownership import AsyncSQLAdapter
-from ._direct import Opening, internal_caller
+from ._direct import CursorProxy, Opening, internal_caller
 from ._sqlite import ROUTES, ProxyBase, path_of, server_kwargs, split_script
 
 if TYPE_CHECKING:
@@ -208,20 +208,12 @@ class AsyncSandboxConnection(ProxyBase):
         return self
 
 
-class AsyncSandboxCursor:
+class AsyncSandboxCursor(CursorProxy):
     """A real aiosqlite cursor of the owner's connection; statements go through the proxy."""
 
-    __slots__ = ("_conn", "_cursor")
+    __slots__ = ()
     _conn: AsyncSandboxConnection
     _cursor: Any
-
-    def __init__(self, conn: AsyncSandboxConnection, cursor: Any) -> None:
-        object.__setattr__(self, "_conn", conn)
-        object.__setattr__(self, "_cursor", cursor)
-
-    @property
-    def connection(self) -> AsyncSandboxConnection:
-        return self._conn
 
     async def execute(self, sql: str, parameters: Any = None) -> AsyncSandboxCursor:
         args = (sql,) if parameters is None else (sql, parameters)
@@ -249,9 +241,6 @@ class AsyncSandboxCursor:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._cursor.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cursor, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._cursor, name, value)

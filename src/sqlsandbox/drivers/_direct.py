@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DRIVERS_PAGE",
+    "CursorProxy",
     "Opening",
     "OwnerCheck",
     "Proxy",
@@ -103,6 +104,30 @@ class Opening:
     async def __aexit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
         obj, self._obj = self._obj, None
         await self._leave(obj, exc_type is not None)
+
+
+class CursorProxy:
+    """A real cursor of the owner's connection as the app sees it.
+
+    Statements (and, for ``server_side`` cursors, fetches) go through the
+    connection proxy ``_conn``; anything else is the real cursor's.
+    """
+
+    __slots__ = ("_conn", "_cursor", "_server_side")
+
+    def __init__(self, conn: Any, cursor: Any, *, server_side: bool = False) -> None:
+        # Past __setattr__: some subclasses pass attribute writes on to the real cursor.
+        object.__setattr__(self, "_conn", conn)
+        object.__setattr__(self, "_cursor", cursor)
+        object.__setattr__(self, "_server_side", server_side)
+
+    @property
+    def connection(self) -> Any:
+        """The connection proxy the app opened this cursor on."""
+        return self._conn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
 
 
 class Ready:

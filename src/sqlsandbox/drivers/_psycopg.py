@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..ownership import AsyncSQLAdapter, SQLAdapter
 from ._direct import (
+    CursorProxy,
     Proxy,
     Route,
     Routes,
@@ -422,19 +423,12 @@ class SandboxTransaction:
         self._lease = lease
 
 
-class SandboxCursor:
+class SandboxCursor(CursorProxy):
     """A real cursor of the owner's connection; statements take turns on the proxy."""
 
-    __slots__ = ("_conn", "_cursor", "_server_side")
-
-    def __init__(self, conn: SandboxConnection, cursor: Any, *, server_side: bool) -> None:
-        self._conn = conn
-        self._cursor = cursor
-        self._server_side = server_side
-
-    @property
-    def connection(self) -> SandboxConnection:
-        return self._conn
+    __slots__ = ()
+    _conn: SandboxConnection
+    _cursor: Any
 
     def execute(self, query: Any, params: Any = None, **kwargs: Any) -> SandboxCursor:
         self._conn._run(self._cursor.execute, (query, params), kwargs)
@@ -482,9 +476,6 @@ class SandboxCursor:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cursor, name)
 
 
 # -- patching ---------------------------------------------------------------------------

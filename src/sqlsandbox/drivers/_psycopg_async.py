@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from ._direct import control_verb
+from ._direct import CursorProxy, control_verb
 from ._psycopg import ProxyBase, SandboxTransaction, swallow
 
 if TYPE_CHECKING:
@@ -187,19 +187,12 @@ class AsyncSandboxConnection(ProxyBase):
         await self.close()
 
 
-class AsyncSandboxCursor:
+class AsyncSandboxCursor(CursorProxy):
     """A real async cursor of the owner's connection; statements take turns."""
 
-    __slots__ = ("_conn", "_cursor", "_server_side")
-
-    def __init__(self, conn: AsyncSandboxConnection, cursor: Any, *, server_side: bool) -> None:
-        self._conn = conn
-        self._cursor = cursor
-        self._server_side = server_side
-
-    @property
-    def connection(self) -> AsyncSandboxConnection:
-        return self._conn
+    __slots__ = ()
+    _conn: AsyncSandboxConnection
+    _cursor: Any
 
     async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> AsyncSandboxCursor:
         await self._conn._run(self._cursor.execute, (query, params), kwargs)
@@ -247,6 +240,3 @@ class AsyncSandboxCursor:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cursor, name)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from ..ownership import SQLAdapter, shutdown_socket
-from ._direct import internal_caller
+from ._direct import CursorProxy, internal_caller
 from ._mysql import (
     IN_TRANS,
     KIND,
@@ -192,22 +192,12 @@ class SandboxConnection(ProxyBase):
             self.close()
 
 
-class SandboxCursor:
+class SandboxCursor(CursorProxy):
     """A real cursor of the owner's connection; statements take turns on the proxy."""
 
-    __slots__ = ("_conn", "_cursor", "_server_side")
+    __slots__ = ()
     _conn: SandboxConnection
     _cursor: Any
-    _server_side: bool
-
-    def __init__(self, conn: SandboxConnection, cursor: Any, *, server_side: bool) -> None:
-        object.__setattr__(self, "_conn", conn)
-        object.__setattr__(self, "_cursor", cursor)
-        object.__setattr__(self, "_server_side", server_side)
-
-    @property
-    def connection(self) -> SandboxConnection:
-        return self._conn
 
     def execute(self, query: Any, args: Any = None) -> Any:
         return self._conn._run(self._cursor.execute, query, (query, args))
@@ -255,9 +245,6 @@ class SandboxCursor:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cursor, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._cursor, name, value)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..ownership import SQLAdapter, transaction_control
-from ._direct import Proxy, Route, Routes, internal_caller, memoized, require_database
+from ._direct import CursorProxy, Proxy, Route, Routes, internal_caller, memoized, require_database
 
 if TYPE_CHECKING:
     from ..ownership import Lease, Sandbox
@@ -309,20 +309,12 @@ class SandboxConnection(ProxyBase):
         return False
 
 
-class SandboxCursor:
+class SandboxCursor(CursorProxy):
     """A real cursor of the owner's connection; statements go through the proxy."""
 
-    __slots__ = ("_conn", "_cursor")
+    __slots__ = ()
     _conn: SandboxConnection
     _cursor: sqlite3.Cursor
-
-    def __init__(self, conn: SandboxConnection, cursor: sqlite3.Cursor) -> None:
-        object.__setattr__(self, "_conn", conn)
-        object.__setattr__(self, "_cursor", cursor)
-
-    @property
-    def connection(self) -> SandboxConnection:
-        return self._conn
 
     def execute(self, sql: str, parameters: Any = (), /) -> SandboxCursor:
         self._conn._run(self._cursor.execute, sql, (sql, parameters))
@@ -345,9 +337,6 @@ class SandboxCursor:
 
     def __next__(self) -> Any:
         return next(self._cursor)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._cursor, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._cursor, name, value)
