@@ -8,7 +8,9 @@ REPLACE opens the app's transaction (a savepoint) and ``commit()`` /
 own ``BEGIN`` / ``COMMIT`` / ``ROLLBACK`` statements become savepoints.
 ``executescript()`` runs statement by statement instead of committing first.
 SQLite undoes a failing statement by itself, so no per-statement savepoint is
-needed. ``close()`` gives the connection back.
+needed, except for a statement that lands in another open connection's
+savepoint (:meth:`~sqlsandbox.ownership.Lease.statement` makes that one).
+``close()`` gives the connection back.
 """
 
 from __future__ import annotations
