@@ -14,7 +14,9 @@ Keys (see ../shared/BENCHMARKS.md):
 - ``template_reuse_ms_median``: ``Provisioner.template()`` when an earlier
   run built it (fingerprint, locks, registry lookup): a cached start's share.
 - ``clone_ms_median``: ``Provisioner.clone()``, a synchronous clone including
-  its registry row, median of 30 after 3 warm-ups (drops untimed).
+  its registry row, median of 30 after 3 warm-ups (drops untimed), with the
+  strategy the provisioner measured on this server (PostgreSQL 15+; a fresh
+  cache directory, so measured again every run): ``clone_strategy_chosen``.
 - ``warm_acquire_ms_median``: ``Provisioner.acquire("test")`` from a warm pool
   kept full (the pool refills while "the test runs"), median of 100.
 - ``warm_acquire_unpaced_ms_median`` and ``warm_acquire_unpaced_waits``: the
@@ -185,7 +187,8 @@ class _Bench:
     def build_s(self, runs: int) -> float:
         samples = []
         for _ in range(runs):
-            provisioner = self.provisioner(warm={})
+            # The build alone: the clone strategy is measured once per server, later.
+            provisioner = self.provisioner(warm={}, choose_strategy=False)
             started = time.perf_counter()
             provisioner.template(self.spec)
             samples.append(time.perf_counter() - started)
@@ -452,6 +455,7 @@ def run(machine: dict[str, Any]) -> dict[str, Any]:
         results["template_build_s"] = bench.build_s(BUILD_RUNS)
         provisioner = bench.provisioner(warm={}, adaptive=False)
         template = provisioner.template(bench.spec)
+        results["clone_strategy_chosen"] = getattr(server, "clone_strategy", None)
         results["template_reuse_ms_median"] = bench.reuse_ms(provisioner.registry.database, 5)
         results["clone_ms_median"] = bench.clone_ms(provisioner, CLONE_RUNS)
         results["warm_acquire_ms_median"] = bench.warm_acquire(
