@@ -1,4 +1,10 @@
-"""Run benchmark groups and write benchmarks/results/latest.json."""
+"""Run benchmark groups and write benchmarks/results/latest.json.
+
+A run of every group replaces the file. A run of some groups (``--only``)
+updates their keys and keeps the others' from the earlier run, so one group
+can be measured again without losing the rest; ``measured_at`` says when each
+group last ran (UTC).
+"""
 
 from __future__ import annotations
 
@@ -38,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     groups = args.only or list(GROUPS)
     results: dict[str, Any] = {"machine": machine()}
+    measured_at: dict[str, str] = {}
     for name in groups:
         try:
             module = importlib.import_module(f"benchmarks.group_{name}")
@@ -55,11 +62,27 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         results.update(measured)
+        measured_at[name] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "latest.json"
+    if args.only:
+        results = _merged(out, results)
+    results["measured_at"] = {**results.get("measured_at", {}), **measured_at}
     out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(f"[bench] wrote {out}", file=sys.stderr)
     return 0
+
+
+def _merged(out: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """Return the earlier results in *out* updated with *results* (keys of the groups run)."""
+    try:
+        earlier = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return results
+    if not isinstance(earlier, dict):
+        return results
+    machine = {**earlier.get("machine", {}), **results["machine"]}
+    return {**earlier, **results, "machine": machine}
 
 
 if __name__ == "__main__":
