@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import sqlsandbox
 import sqlsandbox.ownership
 
@@ -69,10 +71,11 @@ def test_ownership_modules_share_only_documented_names() -> None:
     assert found == []
 
 
-def test_drivers_use_the_ownership_package_not_its_private_modules() -> None:
+@pytest.mark.parametrize("layer", ["drivers", "pytest_plugin", "cli"])
+def test_layers_above_use_the_ownership_package_not_its_private_modules(layer: str) -> None:
     found = []
-    for path in sorted((SRC / "drivers").glob("*.py")):
+    for path in sorted((SRC / layer).glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ownership._"):
-                found.append(f"{path.name}: from ..{node.module} import ...")
+                found.append(f"{layer}/{path.name}: from ..{node.module} import ...")
     assert found == []

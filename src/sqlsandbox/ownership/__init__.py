@@ -28,18 +28,24 @@ from ._host import abort_transport as abort_transport
 from ._host import host_loop as host_loop
 from ._host import shutdown_socket as shutdown_socket
 from ._messages import caller_name as caller_name
+from ._nested import Baseline as Baseline
+from ._nested import NestedScope as NestedScope
+from ._nested import nested_scope as nested_scope
 from ._owner import Owner as Owner
 from ._sandbox import Mode as Mode
 from ._sandbox import Sandbox as Sandbox
+from ._scope import wrote_anything as wrote_anything
 
 __all__ = [
     "AsyncAdapter",
     "AsyncConnector",
     "AsyncSQLAdapter",
+    "Baseline",
     "Connector",
     "HostLoop",
     "Lease",
     "Mode",
+    "NestedScope",
     "Owner",
     "SQLAdapter",
     "Sandbox",
@@ -48,6 +54,8 @@ __all__ = [
     "caller_name",
     "host_loop",
     "implicit_commit",
+    "nested_scope",
     "shutdown_socket",
     "transaction_control",
+    "wrote_anything",
 ]

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ._connection import OwnedConnection
     from ._owner import Owner
 
-__all__ = ["ScopeSavepoint", "run_blocking", "scope_savepoint"]
+__all__ = ["ScopeSavepoint", "run_blocking", "scope_savepoint", "wrote_anything"]
 
 
 def run_blocking(conn: OwnedConnection, coro: Coroutine[Any, Any, None]) -> None:

@@ -37,8 +37,7 @@ import pytest
 from .._exceptions import SandboxError
 
 if TYPE_CHECKING:
-    from ..ownership import Owner, Sandbox
-    from ..ownership._nested import Baseline, NestedScope
+    from ..ownership import Baseline, NestedScope, Owner, Sandbox
 
 __all__ = ["ScopeData", "SessionTracker", "Use"]
 
@@ -204,7 +203,7 @@ class ScopeData:
         for level in self.levels:
             if level.node is node:
                 return owner, level
-        from ..ownership._nested import nested_scope
+        from ..ownership import nested_scope
 
         # Registered before the level's first fixture finalizer, so it runs
         # after all of them: when the scope ends.
@@ -240,7 +239,7 @@ class ScopeData:
         owner = self.owner
         if owner is None or owner.kind is None or any(lv.savepoint for lv in self.levels):
             return
-        from ..ownership._scope import wrote_anything
+        from ..ownership import wrote_anything
 
         if wrote_anything(owner):
             return
@@ -310,7 +309,7 @@ class ScopeData:
     @contextlib.contextmanager
     def nested_test(self, owner: Owner) -> Iterator[None]:
         """Run a test inside a savepoint of the scope owner, rolled back and reset at its end."""
-        from ..ownership._nested import nested_scope
+        from ..ownership import nested_scope
 
         with self.sandbox.join(owner):
             savepoint = nested_scope(owner, self._baseline)
