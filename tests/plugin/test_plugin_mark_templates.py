@@ -48,6 +48,7 @@ def gadgets(url):
 
 
 def broken(url):
+    note("broken")
     raise RuntimeError("the seed data are broken")
 """
 
@@ -187,29 +188,69 @@ def test_marked_tests_get_clones_of_templates_built_once(
     assert _leftovers(server_env, inner_registry) == []
 
 
+FAILING_TESTS = """
+# project {token}
+import pytest
+
+@pytest.mark.parametrize("n", range(2))
+@pytest.mark.sandbox(template="sql:bad/")
+def test_bad_sql(db_url, n):
+    pass
+
+@pytest.mark.parametrize("n", range(2))
+@pytest.mark.sandbox(seed="seeds:broken")
+def test_broken_seed(db_url, n):
+    pass
+
+def test_the_runs_template(db_url):
+    pass
+
+@pytest.mark.sandbox(template="sql:other/")
+def test_another_template(db_url):
+    pass
+"""
+
+
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])
 def test_a_marked_template_that_fails_to_build_errors_its_tests_only(
     pytester: pytest.Pytester,
     make_project: MakeProject,
     server_env: DatabaseURL,
+    inner_registry: str,
+    workers: list[str],
 ) -> None:
-    _project(
-        pytester,
-        make_project,
-        """
-        # project {token}
-        import pytest
+    _project(pytester, make_project, FAILING_TESTS)
+    bad = pytester.mkdir("bad")
+    bad.joinpath("001_ok.sql").write_text("CREATE TABLE fine (id serial PRIMARY KEY);\n")
+    bad.joinpath("002_broken.sql").write_text("CREATE TABLE broken (id serial, x nosuchtype);\n")
 
-        @pytest.mark.sandbox(seed="seeds:broken")
-        def test_broken_seed(db_url):
-            pass
-
-        def test_the_runs_template(db_url):
-            pass
-        """,
+    result = pytester.runpytest_subprocess("-p", "no:randomly", *workers)
+    result.assert_outcomes(passed=2, errors=4)
+    # One message per test, without a traceback through sqlsandbox: the test, its
+    # mark, the failing migration or seed, and the database's (or seed's) error.
+    result.stdout.fnmatch_lines_random(
+        [
+            f"test_templates.py::test_bad_sql[[]{n}[]]: sqlsandbox could not build the template "
+            "of @pytest.mark.sandbox(template='sql:bad/'), so this test has no database."
+            for n in range(2)
+        ]
+        + [
+            f"test_templates.py::test_broken_seed[[]{n}[]]: sqlsandbox could not build the "
+            "template of @pytest.mark.sandbox(seed='seeds:broken'), so this test has no database."
+            for n in range(2)
+        ]
+        + [
+            "Building the template for * failed in '002_broken.sql' (sql:bad/):",
+            '    UndefinedObject: type "nosuchtype" does not exist',
+            "Building the template for * failed in 'seed seeds:broken' (*):",
+            "    RuntimeError: the seed data are broken",
+        ]
     )
-    result = pytester.runpytest_subprocess("-p", "no:randomly")
-    result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*seeds:broken*", "*the seed data are broken*"])
+    output = result.stdout.str()
+    assert "Traceback" not in output and "_template.py" not in output
+    # A failed build is not tried again for the next test (of this process) that needs it.
+    assert _seed_runs(pytester).count("broken") in ((1, 2) if workers else (1,))
+    assert _leftovers(server_env, inner_registry) == []
 
 
 BAD_MARKS = {

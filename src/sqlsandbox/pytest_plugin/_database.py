@@ -35,7 +35,7 @@ from .._exceptions import ConfigError, SandboxError
 from .._settings import Settings
 from .._urls import DatabaseURL
 from ._loop_end import LoopEndCheckin
-from ._marks import SandboxSpec, mark_template, sandbox_spec
+from ._marks import SandboxSpec, clone_for_mark, mark_template, sandbox_spec
 from ._options import get_settings
 from ._scopes import ScopeData
 from ._summary import get_recorder
@@ -437,7 +437,7 @@ class WorkerDatabase:
     def test(self, name: str, spec: SandboxSpec) -> Iterator[SandboxHandle]:
         """Isolate one test as *spec* says, for the duration of the block."""
         if spec.isolation == "database":
-            with self._own_database(spec) as handle:
+            with self._own_database(spec, name) as handle:
                 yield handle
             return
         sandbox, scopes = self.sandbox, self.scopes
@@ -470,14 +470,14 @@ class WorkerDatabase:
                 get_recorder(self.config).record_test(spec.isolation)
 
     @contextlib.contextmanager
-    def _own_database(self, spec: SandboxSpec) -> Iterator[SandboxHandle]:
+    def _own_database(self, spec: SandboxSpec, name: str) -> Iterator[SandboxHandle]:
         """Give the test a fresh clone: env vars and routed engines point at it meanwhile."""
         assert self.provisioner is not None and self.template_spec is not None
         recorder = get_recorder(self.config)
         marked = mark_template(spec, self.template_spec)
         if marked is not None:
             # Another template (built once per fingerprint): cloned now, not kept warm.
-            lease = self.provisioner.clone("test", template=marked)
+            lease = clone_for_mark(self.config, self.provisioner, marked, name, spec)
         else:
             started = time.perf_counter()
             misses = sum(s.misses for s in self.provisioner.stats())

@@ -19,19 +19,29 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from .._exceptions import SandboxError
 from .._settings import IMPORT_TARGET_RE, Settings, setting_key
 from ._options import get_settings
 
 if TYPE_CHECKING:
-    from ..provision import TemplateSpec
+    from ..provision import Lease, Provisioner, TemplateSpec
 
-__all__ = ["SandboxSpec", "mark_template", "sandbox_spec", "validate_sandbox"]
+__all__ = [
+    "SandboxSpec",
+    "clone_for_mark",
+    "describe_mark",
+    "mark_template",
+    "sandbox_spec",
+    "validate_sandbox",
+]
 
 _ISOLATIONS = setting_key("isolation").choices
 _MODES = setting_key("mode").choices
 #: What a template holds, as the ``setup`` setting names it ("auto" is not a template).
 _SETUPS = tuple(s for s in setting_key("setup").choices if s != "auto")
 _SPEC_KEY = pytest.StashKey["SandboxSpec"]()
+#: Why the template of a mark could not be built, per template: its other tests fail at once.
+_FAILED_KEY = pytest.StashKey[dict["TemplateSpec", str]]()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,6 +181,47 @@ def mark_template(spec: SandboxSpec, base: TemplateSpec) -> TemplateSpec | None:
     else:
         changes = {"seed": seed, "setup": None}
     return dataclasses.replace(base, **changes)
+
+
+def describe_mark(spec: SandboxSpec) -> str:
+    """Return the mark that asked for *spec*'s template, as a user would write it."""
+    args = [
+        f"{name}={value!r}" for name, value in (("template", spec.template), ("seed", spec.seed))
+    ]
+    return "@pytest.mark.sandbox(" + ", ".join(a for a in args if not a.endswith("=None")) + ")"
+
+
+def clone_for_mark(
+    config: pytest.Config,
+    provisioner: Provisioner,
+    template: TemplateSpec,
+    nodeid: str,
+    spec: SandboxSpec,
+) -> Lease:
+    """Return a clone of the template a test's mark asks for, building it if needed.
+
+    A template that cannot be built (a migration or seed fails, a seed cannot
+    be imported) fails the test at setup with one message: the test, its mark,
+    the failing step and the database's error, without a traceback through
+    sqlsandbox. Its other tests in this process fail the same way at once
+    instead of building it again; tests of other templates run.
+    """
+    failed = config.stash.setdefault(_FAILED_KEY, {})
+    error = failed.get(template)
+    if error is None:
+        try:
+            built = provisioner.template(template)
+        except SandboxError as exc:
+            error = failed[template] = str(exc)
+        else:
+            # Only the build is remembered: a clone that fails (budget, timeout) is
+            # no reason to fail the next test.
+            return provisioner.clone("test", template=built)
+    pytest.fail(
+        f"{nodeid}: sqlsandbox could not build the template of {describe_mark(spec)}, "
+        f"so this test has no database.\n{error}",
+        pytrace=False,
+    )
 
 
 def _signature() -> str:
