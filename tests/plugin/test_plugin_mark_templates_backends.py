@@ -267,3 +267,55 @@ def test_marked_templates_on_mariadb_and_sqlite(
     result.assert_outcomes(passed=7)
     assert _seed_runs(pytester) == ["base", "gadgets", "seed_two"]
     assert left_behind(url, registry_name) == []
+
+
+FAILING_TESTS = """
+# project {token}
+import pytest
+
+
+@pytest.mark.sandbox(template="sql:bad/")
+def test_bad_sql(db_url):
+    pass
+
+
+@pytest.mark.sandbox(seed="seeds:broken")
+def test_broken_seed(db_url):
+    pass
+
+
+def test_the_runs_template(db_url):
+    pass
+"""
+
+
+def test_a_failing_mark_template_on_mariadb_and_sqlite(
+    pytester: pytest.Pytester,
+    make_project: MakeProject,
+    backend_env: tuple[str, DatabaseURL, str],
+) -> None:
+    backend, url, registry_name = backend_env
+    _project(pytester, make_project, backend, FAILING_TESTS)
+    pytester.path.joinpath("seeds.py").write_text(
+        SEEDS.format(token="failing")
+        + "\n\ndef broken(url):\n    raise RuntimeError('the seed data are broken')\n"
+    )
+    pytester.mkdir("bad").joinpath("001_bad.sql").write_text("CREATE TABLE broken (x nosuchtype(")
+    result = pytester.runpytest_subprocess("-p", "no:randomly")
+    result.assert_outcomes(passed=1, errors=2)
+    result.stdout.fnmatch_lines_random(
+        [
+            "test_templates.py::test_bad_sql: sqlsandbox could not build the template of "
+            "@pytest.mark.sandbox(template='sql:bad/'), so this test has no database.",
+            "Building the template for * failed in '001_bad.sql' (sql:bad/):",
+            # The database's own error.
+            "    ProgrammingError: (1064, *SQL syntax*"
+            if backend == "mariadb"
+            else "    OperationalError: incomplete input",
+            "test_templates.py::test_broken_seed: sqlsandbox could not build the template of "
+            "@pytest.mark.sandbox(seed='seeds:broken'), so this test has no database.",
+            "    RuntimeError: the seed data are broken",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+    assert left_behind(url, registry_name) == []
