@@ -7,7 +7,9 @@ mark's signature, so a typo fails like a bad Python call
 ``template=`` and ``seed=`` give a test a database of its own
 (``isolation="database"``), cloned from a template built from the run's
 template settings with the mark's changes: :func:`mark_template` says which.
-That template is built once per fingerprint, like the run's own.
+That template is built once per fingerprint, like the run's own;
+:func:`clone_for_mark` clones it, and turns a build that fails into one
+failure per test that asks for it.
 """
 
 from __future__ import annotations
