@@ -185,6 +185,25 @@ def test_postgres_template_refuses_connections(
     ) == [(False,)]
 
 
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_postgres_template_and_file_copy_clones_carry_the_relation_cache_file(
+    make_provisioner: MakeProvisioner, server: Server, spec: TemplateSpec
+) -> None:
+    # Without it, the first connection to every clone rebuilds it (3-7 ms of server CPU).
+    # PostgreSQL 15 keeps the file of the build's last session anyway; 18 did not.
+    provisioner = make_provisioner()
+    template = provisioner.template(spec)
+    init_file = (
+        "SELECT (pg_stat_file(format('base/%%s/pg_internal.init', oid), true)).size "
+        "FROM pg_database WHERE datname = %s"
+    )
+    assert (server.execute(init_file, (template.name,))[0][0] or 0) > 0
+    if server.version_info() >= (15,):  # type: ignore[attr-defined]
+        server.clone_strategy = "file_copy"  # type: ignore[attr-defined]
+        lease = provisioner.clone("test")
+        assert (server.execute(init_file, (lease.name,))[0][0] or 0) > 0
+
+
 @pytest.mark.parametrize("backend", ["postgresql", "mariadb"])
 def test_registry_reconnects_after_its_connection_was_killed(
     make_provisioner: MakeProvisioner, server: Server, registry_name: str

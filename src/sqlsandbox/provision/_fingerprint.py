@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 __all__ = ["Fingerprint", "compute_fingerprint", "migration_source", "seed_source"]
 
 # Bump when the way templates are built changes incompatibly (for example
-# the sequence repair), so old templates are rebuilt.
-_BUILD_FORMAT = "1"
+# the sequence repair), so old templates are rebuilt. 2: PostgreSQL templates
+# carry a relation cache init file (see TemplateBuilder._finish).
+_BUILD_FORMAT = "2"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -289,6 +289,11 @@ class TemplateBuilder:
             finally:
                 conn.close()
             step[0] = _CLOSING
+            # The last session starts after every change, so it leaves the relation
+            # cache init file (pg_internal.init) behind; FILE_COPY clones copy it,
+            # and the first connection to each clone is 3-7 ms of server CPU cheaper
+            # (measured on the embedded server: 6.3-10.9 ms without, 3.2-3.8 ms with).
+            _dbapi.connect(url).close()
             # Nobody can connect to it any more, so CREATE DATABASE ... TEMPLATE
             # never finds "other users" on it (the clones do allow connections).
             self.server.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
