@@ -153,6 +153,21 @@ def test_callable_failure_names_the_callable(
         make_provisioner().template(TemplateSpec(migrate="exploding:migrate", root=tmp_path))
 
 
+def test_seed_failure_names_the_seed_and_says_to_fix_it(
+    make_provisioner: MakeProvisioner, tmp_path: Path, backend: str
+) -> None:
+    (tmp_path / "seeds.py").write_text("def users(url):\n    raise RuntimeError('no users')\n")
+    (tmp_path / "sql").mkdir()
+    (tmp_path / "sql" / "001.sql").write_text("CREATE TABLE users (id INT);\n")
+    spec = TemplateSpec(migrate="sql:sql", seed="seeds:users", root=tmp_path)
+    with pytest.raises(ProvisioningError) as caught:
+        make_provisioner().template(spec)
+    message = str(caught.value)
+    assert "failed in 'seed seeds:users'" in message and "RuntimeError: no users" in message
+    assert "Fix the seed function and run again" in message
+    assert "Fix the migration" not in message
+
+
 def test_killed_builder_leaves_a_half_build_the_next_run_replaces(
     make_provisioner: MakeProvisioner,
     server: Server,

@@ -247,11 +247,12 @@ class TemplateBuilder:
         except BaseException as exc:
             self._discard(name)
             if isinstance(exc, StepFailed):
+                what = "seed function" if exc.step.startswith("seed ") else "migration"
                 raise ProvisioningError(
                     f"Building the template for {self.server.url.masked()} failed in "
                     f"{exc.step!r} ({spec.describe()}):\n    {self._describe(exc.error)}\n"
                     f"Nothing was kept: the half-built template {name} was dropped. Fix the "
-                    "migration and run again; the template is rebuilt automatically."
+                    f"{what} and run again; the template is rebuilt automatically."
                 ) from exc.error
             if isinstance(exc, SandboxError) or not isinstance(exc, Exception):
                 raise
