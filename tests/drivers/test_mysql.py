@@ -452,3 +452,58 @@ def test_sync_test_driving_an_async_app_on_other_loops(
     finally:
         sqlsandbox.mysql.uninstall(box)
         box.close()
+
+
+# -- overlapping transactions of one owner (the twin of test_overlapping_direct.py) ----
+# Two connections an app opens are two leases of the owner's one connection, and a
+# transaction that only read rolls back like a commit, keeping what the other committed.
+
+
+def test_pymysql_a_reading_transaction_keeps_another_connections_commit(
+    sandbox: Sandbox, kw: dict[str, Any], tag: str
+) -> None:
+    with sandbox.checkout():
+        test_conn = pymysql.connect(**kw)
+        assert names(test_conn, tag) == []  # PyMySQL opened a transaction
+        app_conn = pymysql.connect(**kw)
+        with app_conn.cursor() as cur:
+            cur.execute(INSERT, (tag + "posted",))
+        app_conn.commit()
+        app_conn.close()
+        test_conn.rollback()
+        assert names(test_conn, tag) == [tag + "posted"]
+        test_conn.close()
+
+
+def test_pymysql_a_writing_transaction_still_undoes_what_landed_in_its_span(
+    sandbox: Sandbox, kw: dict[str, Any], tag: str
+) -> None:
+    with sandbox.checkout():
+        test_conn = pymysql.connect(**kw)
+        with test_conn.cursor() as cur:
+            cur.execute(INSERT, (tag + "own",))
+        app_conn = pymysql.connect(**kw)
+        with app_conn.cursor() as cur:
+            cur.execute(INSERT, (tag + "posted",))
+        app_conn.commit()
+        test_conn.rollback()  # its savepoint is older than the app's commit
+        assert names(app_conn, tag) == []
+        app_conn.close()
+        test_conn.close()
+
+
+@pytest.mark.asyncio
+async def test_aiomysql_a_reading_transaction_keeps_another_connections_commit(
+    asandbox: Sandbox, kw: dict[str, Any], tag: str
+) -> None:
+    akw = {**{k: v for k, v in kw.items() if k != "database"}, "db": kw["database"]}
+    async with await asandbox.acheckout():
+        test_conn = await aiomysql.connect(**akw)
+        assert await anames(test_conn, tag) == []
+        async with aiomysql.connect(**akw) as app_conn:
+            async with app_conn.cursor() as cur:
+                await cur.execute(INSERT, (tag + "posted",))
+            await app_conn.commit()
+        await test_conn.rollback()
+        assert await anames(test_conn, tag) == [tag + "posted"]
+        await test_conn.ensure_closed()
