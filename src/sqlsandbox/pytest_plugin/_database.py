@@ -138,6 +138,8 @@ class WorkerDatabase:
         #: During an isolation="database" test: its URL, and the engine pools to restore.
         self._test_url: DatabaseURL | None = None
         self._swapped: list[tuple[Any, Any, Any]] = []
+        #: Per routed engine, the engine that reaches the test's clone (see _TestEngine).
+        self._test_engines: dict[int, _TestEngine] = {}
         self.error: BaseException | None = None
 
     # -- lifecycle --------------------------------------------------------------
@@ -371,7 +373,7 @@ class WorkerDatabase:
         if not any(e is engine for e in self.routed):
             self.routed.append(engine)
             if self._test_url is not None:
-                self._swapped.append(_point_engine(engine, self._test_url))
+                self._swapped.append(self._point_engine(engine, self._test_url))
 
     def engine(self, *, is_async: bool) -> Any:
         """Return the first routed engine of that kind, creating sqlsandbox's own if none."""
@@ -411,6 +413,10 @@ class WorkerDatabase:
         for engine in self._own.values():
             with contextlib.suppress(Exception):
                 getattr(engine, "sync_engine", engine).dispose()
+        test_engines, self._test_engines = self._test_engines, {}
+        for test_engine in test_engines.values():
+            with contextlib.suppress(Exception):
+                test_engine.temporary.dispose()
         self.routed.clear()
         self._own.clear()
         drivers, self._drivers = self._drivers, []
@@ -430,6 +436,14 @@ class WorkerDatabase:
             self.server.close()
             self.server = None
         self.template = None
+
+    def _point_engine(self, engine: Any, url: DatabaseURL) -> tuple[Any, Any, Any]:
+        """Give *engine* a pool of plain connections to *url*; return what to undo."""
+        sync_engine = getattr(engine, "sync_engine", engine)
+        test_engine = self._test_engines.get(id(sync_engine))
+        if test_engine is None or test_engine.routed is not sync_engine:
+            test_engine = self._test_engines[id(sync_engine)] = _TestEngine(engine, url)
+        return test_engine.point(url)
 
     # -- per test -----------------------------------------------------------------
 
@@ -489,7 +503,7 @@ class WorkerDatabase:
             # sqlsandbox's own engines are routed too (also those made during the
             # test, see route()), so this covers the session fixtures.
             self._test_url = lease.url
-            self._swapped = [_point_engine(engine, lease.url) for engine in self.routed]
+            self._swapped = [self._point_engine(engine, lease.url) for engine in self.routed]
             if self.settings.url_env:
                 self.url_env.point(lease.url)
             assert self.scopes is not None
@@ -526,29 +540,55 @@ def _mode(sandbox: Sandbox, spec: SandboxSpec, owner: Owner) -> Iterator[None]:
             sandbox.mode("manual")
 
 
-def _point_engine(engine: Any, url: DatabaseURL) -> tuple[Any, Any, Any]:
-    """Give *engine* a pool of plain connections to *url*; return what to undo."""
-    from sqlalchemy import create_engine
-    from sqlalchemy.pool import NullPool
+class _TestEngine:
+    """The engine that reaches each isolation="database" test's clone for one routed engine.
 
-    sync_engine = getattr(engine, "sync_engine", engine)
-    target = sync_engine.url.set(database=url.database)
-    if hasattr(engine, "sync_engine"):
-        from sqlalchemy.ext.asyncio import create_async_engine
+    Made once per routed engine, not once per test: a new engine would run
+    its dialect's first-connect queries (server version, schema, encoding:
+    about 6 ms on PostgreSQL) again on every test. Its ``do_connect`` hook
+    gives each connection the arguments of the current test's clone; between
+    tests its pool is disposed, so no connection outlives its clone.
+    """
 
-        from ..drivers._sqlalchemy import close_at_loop_end
+    def __init__(self, engine: Any, url: DatabaseURL) -> None:
+        from sqlalchemy import event
 
-        # No pooling: connections close in the test's own event loop when returned,
-        # or when that loop ends (a sync fixture's session outlives it).
-        temporary = create_async_engine(target, poolclass=NullPool).sync_engine
-        close_at_loop_end(temporary)
-    else:
-        # Pooled for the test (disposed when it ends): a session that commits and
-        # reads again reuses its connection instead of opening another (~10 ms).
-        temporary = create_engine(target)
-    original = sync_engine.pool
-    sync_engine.pool = temporary.pool
-    return sync_engine, original, temporary
+        self.routed = getattr(engine, "sync_engine", engine)
+        target = self.routed.url.set(database=url.database)
+        if hasattr(engine, "sync_engine"):
+            from sqlalchemy.ext.asyncio import create_async_engine
+            from sqlalchemy.pool import NullPool
+
+            from ..drivers._sqlalchemy import close_at_loop_end
+
+            # No pooling: connections close in the test's own event loop when returned,
+            # or when that loop ends (a sync fixture's session outlives it).
+            self.temporary = create_async_engine(target, poolclass=NullPool).sync_engine
+            close_at_loop_end(self.temporary)
+        else:
+            from sqlalchemy import create_engine
+
+            # Pooled for the test (disposed when it ends): a session that commits and
+            # reads again reuses its connection instead of opening another (~10 ms).
+            self.temporary = create_engine(target)
+        self._args: tuple[Any, Any] = self.temporary.dialect.create_connect_args(target)
+        event.listen(self.temporary, "do_connect", self._connect_args)
+
+    def _connect_args(
+        self, dialect: Any, record: Any, cargs: list[Any], cparams: dict[str, Any]
+    ) -> None:
+        args, params = self._args
+        cargs[:] = args
+        cparams.clear()
+        cparams.update(params)
+
+    def point(self, url: DatabaseURL) -> tuple[Any, Any, Any]:
+        """Route the engine's connections to *url*; return what :meth:`_own_database` undoes."""
+        target = self.routed.url.set(database=url.database)
+        self._args = self.temporary.dialect.create_connect_args(target)
+        original = self.routed.pool
+        self.routed.pool = self.temporary.pool
+        return self.routed, original, self.temporary
 
 
 def get_database(config: pytest.Config) -> WorkerDatabase:
