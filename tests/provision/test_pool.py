@@ -213,3 +213,20 @@ def test_registry_reconnects_after_its_connection_was_killed(
     # As a server restart or an admin's pg_terminate_backend would.
     assert server.terminate_connections(registry_name) >= 1
     assert [o.owner_id for o in provisioner.registry.owners()] == [provisioner.owner.owner_id]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_postgres_clones_commit_without_waiting_for_the_wal_flush(
+    make_provisioner: MakeProvisioner, server: Server, spec: TemplateSpec
+) -> None:
+    # A clone is thrown away after its test or run: durability across a server crash
+    # buys nothing there, and on a server with fsync on each COMMIT would wait 1-10 ms.
+    provisioner = make_provisioner()
+    provisioner.template(spec)
+    provisioner.prewarm("test", 1)
+    assert provisioner.wait_warm(60)
+    with provisioner.acquire("test") as warm, provisioner.clone("worker") as direct:
+        for lease in (warm, direct):
+            assert query(lease.url, "SHOW synchronous_commit") == [("off",)]
+    # The server's own default is untouched: only sqlsandbox's clones carry the setting.
+    assert server.execute("SHOW synchronous_commit") == [("on",)]

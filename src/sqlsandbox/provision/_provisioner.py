@@ -21,7 +21,7 @@ from ..servers._embedded_paths import default_cache_dir
 from ..servers._errors import scrub
 from ._budget import Budget, BudgetPlan
 from ._names import REGISTRY_DATABASE, check_kind, make_name
-from ._pool import PoolStats, WarmPool
+from ._pool import PoolStats, WarmPool, prepare_clone
 from ._reaper import DEFAULT_STALE_AFTER, ReapReport, prune_templates, reap
 from ._registry import Owner, Registry
 from ._spec import TemplateSpec
@@ -328,6 +328,7 @@ class Provisioner:
         )
         try:
             self.server.clone_database(name, resolved.name)
+            prepare_clone(self.server, name)
         except BaseException:
             with contextlib.suppress(Exception):
                 self.registry.remove_database(name)
