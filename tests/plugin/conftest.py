@@ -6,6 +6,7 @@ import os
 import textwrap
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -76,3 +77,22 @@ def make_project(pytester: pytest.Pytester) -> MakeProject:
             pytester.makepyfile(**{name: textwrap.dedent(source)})
 
     return make
+
+
+def registered_elsewhere(server: Any, registry_name: str) -> set[str]:
+    """Return the databases that registries other than *registry_name* on *server* list.
+
+    Other test processes run inner runs on the same server at the same time,
+    each with a registry of its own, and may build templates of the same
+    fingerprint: their databases are theirs, not leftovers of this run.
+    """
+    names: set[str] = set()
+    for name in server.list_databases(prefix="sqlsandbox_reg"):
+        if name == registry_name:
+            continue
+        try:  # read only: a Registry would create a registry dropped meanwhile again
+            rows = server.execute("SELECT name FROM sqlsandbox_databases", database=name)
+        except Exception:  # dropped meanwhile by its test's teardown, or not ours
+            continue
+        names |= {row[0] for row in rows}
+    return names

@@ -16,7 +16,7 @@ import pytest
 
 from sqlsandbox._urls import DatabaseURL
 
-from .conftest import MakeProject
+from .conftest import MakeProject, registered_elsewhere
 
 # Connects with the backend's own client, from the URL sqlsandbox passes.
 DB = """
@@ -209,8 +209,9 @@ def left_behind(url: DatabaseURL, registry_name: str) -> list[str]:
 
     Spares are the clones of the run's own template the plugin keeps for the
     next run's workers (docs/provisioning.md); the marks' templates get none.
-    Only databases of the fingerprints this registry knows are looked at:
-    other runs may share the server.
+    Only databases of the fingerprints this registry knows are looked at, and
+    not those another registry lists: other runs share the server, and the
+    ``empty`` and ``schema`` templates have the same fingerprint in all of them.
     """
     from sqlsandbox.provision import Registry, parse_name
     from sqlsandbox.provision._names import TEMPLATE_KIND
@@ -230,11 +231,12 @@ def left_behind(url: DatabaseURL, registry_name: str) -> list[str]:
             p.fingerprint for n, s in states.items() if s == "spare" and (p := parse_name(n))
         }
         left = [f"{n} ({s})" for n, s in states.items() if s not in ("ready", "spare")]
+        theirs = registered_elsewhere(server, registry_name)
         for name in server.list_databases():
             parsed = parse_name(name)
             if parsed is None or parsed.fingerprint not in ours or parsed.kind == TEMPLATE_KIND:
                 continue
-            if states.get(name) == "spare":
+            if states.get(name) == "spare" or name in theirs:
                 continue
             left.append(f"{name} ({states.get(name, 'not registered')})")
         # At most one fingerprint (the run's own) has spares.

@@ -15,7 +15,7 @@ import pytest
 
 from sqlsandbox._urls import DatabaseURL
 
-from .conftest import MakeProject
+from .conftest import MakeProject, registered_elsewhere
 
 CONFIG = """
 migrate = "sql:migrations/"
@@ -156,7 +156,7 @@ def _leftovers(url: DatabaseURL, registry_name: str, known: set[str]) -> list[st
         left += [f"reapable {name}" for name in reap(server, registry, dry_run=True).dropped]
         # Clones of these templates that the registry lost track of.
         fingerprints = {row.fingerprint[:12] for row in rows} - known
-        registered = {row.name for row in rows}
+        registered = {row.name for row in rows} | registered_elsewhere(server, registry_name)
         for name in server.list_databases():
             parsed = parse_name(name)
             if parsed and parsed.fingerprint in fingerprints and name not in registered:
