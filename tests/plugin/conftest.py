@@ -41,24 +41,54 @@ def inner_registry(postgres_admin_url: DatabaseURL) -> Iterator[str]:
     ends every database it lists is dropped, and the registry with them, so
     no `ready` template is left in the shared default registry.
     """
-    from sqlsandbox.provision import Registry, parse_name
-    from sqlsandbox.servers import connect_server
-
     name = f"sqlsandbox_reg_{uuid.uuid4().hex[:12]}"
     yield name
-    server = connect_server(postgres_admin_url)
+    drop_registry(postgres_admin_url, name)
+
+
+def drop_registry(url: DatabaseURL, name: str) -> None:
+    """Drop every database the registry *name* on *url* lists, then the registry itself.
+
+    The default registry (shared by every run on the server) is emptied, never dropped.
+    """
+    from sqlsandbox.provision import REGISTRY_DATABASE, Registry, parse_name
+    from sqlsandbox.servers import connect_server
+
+    server = connect_server(url)
     try:
-        if server.database_exists(name):
-            registry = Registry(server, name).open()
-            try:
-                for row in registry.databases():
-                    if parse_name(row.name) is not None:
-                        server.drop_database(row.name, missing_ok=True)
-            finally:
-                registry.close()
+        if not server.database_exists(name):
+            return
+        registry = Registry(server, name).open()
+        try:
+            for row in registry.databases():
+                if parse_name(row.name) is not None:
+                    server.drop_database(row.name, missing_ok=True)
+        finally:
+            registry.close()
+        if name != REGISTRY_DATABASE:
             server.drop_database(name, missing_ok=True)
     finally:
         server.close()
+
+
+@pytest.fixture
+def server_env(
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    postgres_admin_url: DatabaseURL,
+    inner_registry: str,
+) -> DatabaseURL:
+    """Point inner runs at the test PostgreSQL, with this process's registry.
+
+    The test module's ``APP_ENV`` (env var -> value) gives the app its own
+    settings, with a password that must never show up in the output and a host
+    that does not exist: the plugin must point them at the worker's clone.
+    """
+    monkeypatch.setenv("SQLSANDBOX_URL", postgres_admin_url.render())
+    monkeypatch.setenv("SQLSANDBOX_REGISTRY_DATABASE", inner_registry)
+    for name, value in getattr(request.module, "APP_ENV", {}).items():
+        monkeypatch.setenv(name, value)
+    return postgres_admin_url
 
 
 MakeProject = Callable[..., None]

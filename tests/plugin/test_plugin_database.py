@@ -168,16 +168,11 @@ class TestWithUnittest(unittest.TestCase):
 """
 
 
-@pytest.fixture
-def server_env(
-    monkeypatch: pytest.MonkeyPatch, postgres_admin_url: DatabaseURL, inner_registry: str
-) -> DatabaseURL:
-    """Point inner runs at the test PostgreSQL; give the app env vars a form to keep."""
-    monkeypatch.setenv("SQLSANDBOX_URL", postgres_admin_url.render())
-    monkeypatch.setenv("SQLSANDBOX_REGISTRY_DATABASE", inner_registry)
-    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://app:secret@prod.invalid/app")
-    monkeypatch.setenv("ASYNC_DATABASE_URL", "postgresql+asyncpg://app:secret@prod.invalid/app")
-    return postgres_admin_url
+# The app's own settings for inner runs (see server_env in conftest.py).
+APP_ENV = {
+    "DATABASE_URL": "postgresql+psycopg://app:secret@prod.invalid/app",
+    "ASYNC_DATABASE_URL": "postgresql+asyncpg://app:secret@prod.invalid/app",
+}
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])

@@ -166,16 +166,11 @@ def test_the_workers_database_kept_its_schema():
 """
 
 
-@pytest.fixture
-def server_env(
-    monkeypatch: pytest.MonkeyPatch, postgres_admin_url: DatabaseURL, inner_registry: str
-) -> DatabaseURL:
-    """Point inner runs at the test PostgreSQL and a private registry; give DATABASE_URL a form."""
-    monkeypatch.setenv("SQLSANDBOX_URL", postgres_admin_url.render())
-    monkeypatch.setenv("SQLSANDBOX_REGISTRY_DATABASE", inner_registry)
-    # Plain postgresql://, the form both asyncpg and psycopg take; url_env keeps it.
-    monkeypatch.setenv("DATABASE_URL", "postgresql://app:secret@prod.invalid/app")
-    return postgres_admin_url
+# The app's own settings for inner runs (see server_env in conftest.py).
+# Plain postgresql://, the form both asyncpg and psycopg take; url_env keeps it.
+APP_ENV = {
+    "DATABASE_URL": "postgresql://app:secret@prod.invalid/app",
+}
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])

@@ -86,15 +86,10 @@ def anyio_backend():
 """
 
 
-@pytest.fixture
-def server_env(
-    monkeypatch: pytest.MonkeyPatch, postgres_admin_url: DatabaseURL, inner_registry: str
-) -> DatabaseURL:
-    """Point inner runs at the test PostgreSQL."""
-    monkeypatch.setenv("SQLSANDBOX_URL", postgres_admin_url.render())
-    monkeypatch.setenv("SQLSANDBOX_REGISTRY_DATABASE", inner_registry)
-    monkeypatch.setenv("ASYNC_DATABASE_URL", "postgresql+asyncpg://app:secret@prod.invalid/app")
-    return postgres_admin_url
+# The app's own settings for inner runs (see server_env in conftest.py).
+APP_ENV = {
+    "ASYNC_DATABASE_URL": "postgresql+asyncpg://app:secret@prod.invalid/app",
+}
 
 
 @pytest.mark.parametrize("isolation", ["transaction", "database"])

@@ -115,16 +115,6 @@ def test_a_seed_function_of_the_test_module(db_url):
 """
 
 
-@pytest.fixture
-def server_env(
-    monkeypatch: pytest.MonkeyPatch, postgres_admin_url: DatabaseURL, inner_registry: str
-) -> DatabaseURL:
-    """Point inner runs at the test PostgreSQL and this session's registry."""
-    monkeypatch.setenv("SQLSANDBOX_URL", postgres_admin_url.render())
-    monkeypatch.setenv("SQLSANDBOX_REGISTRY_DATABASE", inner_registry)
-    return postgres_admin_url
-
-
 def _project(pytester: pytest.Pytester, make_project: MakeProject, tests: str) -> None:
     token = uuid.uuid4().hex
     make_project(

@@ -16,7 +16,7 @@ import pytest
 
 from sqlsandbox._urls import DatabaseURL
 
-from .conftest import MakeProject, registered_elsewhere
+from .conftest import MakeProject, drop_registry, registered_elsewhere
 
 # Connects with the backend's own client, from the URL sqlsandbox passes.
 DB = """
@@ -152,8 +152,7 @@ def backend_env(
     Yield the backend, the server's URL and the registry's name; afterwards
     drop every database that registry lists, and the registry.
     """
-    from sqlsandbox.provision import REGISTRY_DATABASE, Registry, parse_name
-    from sqlsandbox.servers import connect_server
+    from sqlsandbox.provision import REGISTRY_DATABASE
 
     backend = request.param
     if backend == "mariadb":
@@ -165,20 +164,7 @@ def backend_env(
         registry_name = REGISTRY_DATABASE
     monkeypatch.setenv("SQLSANDBOX_URL", url.render())
     yield backend, url, registry_name
-    server = connect_server(url)
-    try:
-        if server.database_exists(registry_name):
-            registry = Registry(server, registry_name).open()
-            try:
-                for row in registry.databases():
-                    if parse_name(row.name) is not None:
-                        server.drop_database(row.name, missing_ok=True)
-            finally:
-                registry.close()
-            if backend == "mariadb":
-                server.drop_database(registry_name, missing_ok=True)
-    finally:
-        server.close()
+    drop_registry(url, registry_name)
 
 
 def _project(

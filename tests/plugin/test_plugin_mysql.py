@@ -14,7 +14,7 @@ import pytest
 
 from sqlsandbox._urls import DatabaseURL
 
-from .conftest import MakeProject
+from .conftest import MakeProject, drop_registry
 
 SCHEMA = "CREATE TABLE notes (id int AUTO_INCREMENT PRIMARY KEY, body varchar(200) NOT NULL);\n"
 
@@ -161,27 +161,12 @@ def maria_env(
     monkeypatch: pytest.MonkeyPatch, mariadb_admin_url: DatabaseURL
 ) -> Iterator[DatabaseURL]:
     """Point inner runs at the test MariaDB with a registry of their own, dropped afterwards."""
-    from sqlsandbox.provision import Registry, parse_name
-    from sqlsandbox.servers import connect_server
-
     registry_name = f"sqlsandbox_reg_{uuid.uuid4().hex[:12]}"
     monkeypatch.setenv("SQLSANDBOX_URL", mariadb_admin_url.render())
     monkeypatch.setenv("SQLSANDBOX_REGISTRY_DATABASE", registry_name)
     monkeypatch.setenv("DATABASE_URL", "mysql://app:secret@prod.invalid/app")
     yield mariadb_admin_url
-    server = connect_server(mariadb_admin_url)
-    try:
-        if server.database_exists(registry_name):
-            registry = Registry(server, registry_name).open()
-            try:
-                for row in registry.databases():
-                    if parse_name(row.name) is not None:
-                        server.drop_database(row.name, missing_ok=True)
-            finally:
-                registry.close()
-            server.drop_database(registry_name, missing_ok=True)
-    finally:
-        server.close()
+    drop_registry(mariadb_admin_url, registry_name)
 
 
 @pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["serial", "xdist"])

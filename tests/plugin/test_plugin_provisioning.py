@@ -74,15 +74,10 @@ def _installed_app(lib: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-@pytest.fixture
-def server_env(
-    monkeypatch: pytest.MonkeyPatch, postgres_admin_url: DatabaseURL, inner_registry: str
-) -> DatabaseURL:
-    """Point inner runs at the test PostgreSQL; the app's own URL names a database that is not."""
-    monkeypatch.setenv("SQLSANDBOX_URL", postgres_admin_url.render())
-    monkeypatch.setenv("SQLSANDBOX_REGISTRY_DATABASE", inner_registry)
-    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://app:secret@prod.invalid/app")
-    return postgres_admin_url
+# The app's own settings for inner runs (see server_env in conftest.py).
+APP_ENV = {
+    "DATABASE_URL": "postgresql+psycopg://app:secret@prod.invalid/app",
+}
 
 
 def _migrations(pytester: pytest.Pytester) -> None:

@@ -109,15 +109,10 @@ def test_without_the_module_fixture():
 TESTS_PER_MODULE = 4 + 3 + 2 + 1 + 1
 
 
-@pytest.fixture
-def server_env(
-    monkeypatch: pytest.MonkeyPatch, postgres_admin_url: DatabaseURL, inner_registry: str
-) -> DatabaseURL:
-    """Point inner runs at the test PostgreSQL; give DATABASE_URL a form to keep."""
-    monkeypatch.setenv("SQLSANDBOX_URL", postgres_admin_url.render())
-    monkeypatch.setenv("SQLSANDBOX_REGISTRY_DATABASE", inner_registry)
-    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://app:secret@prod.invalid/app")
-    return postgres_admin_url
+# The app's own settings for inner runs (see server_env in conftest.py).
+APP_ENV = {
+    "DATABASE_URL": "postgresql+psycopg://app:secret@prod.invalid/app",
+}
 
 
 def _fingerprints(url: DatabaseURL, registry_name: str) -> set[str]:

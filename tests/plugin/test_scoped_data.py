@@ -225,15 +225,10 @@ def test_package_data_is_visible(client):
 """
 
 
-@pytest.fixture
-def server_env(
-    monkeypatch: pytest.MonkeyPatch, postgres_admin_url: DatabaseURL, inner_registry: str
-) -> DatabaseURL:
-    """Point inner runs at the test PostgreSQL, with the test process's own registry."""
-    monkeypatch.setenv("SQLSANDBOX_URL", postgres_admin_url.render())
-    monkeypatch.setenv("SQLSANDBOX_REGISTRY_DATABASE", inner_registry)
-    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://app:secret@prod.invalid/app")
-    return postgres_admin_url
+# The app's own settings for inner runs (see server_env in conftest.py).
+APP_ENV = {
+    "DATABASE_URL": "postgresql+psycopg://app:secret@prod.invalid/app",
+}
 
 
 def write_project(pytester: pytest.Pytester, make_project: MakeProject) -> None:
